@@ -1,0 +1,116 @@
+"""All configuration, parsed once at start-up from `ORCHESTRATOR_*` environment variables.
+
+Nested groups use `__` as the delimiter: `ORCHESTRATOR_KAFKA__BOOTSTRAP_SERVERS`,
+`ORCHESTRATOR_CONNECT__API_KEY`. Nothing below the CLI reads the environment; components get the
+frozen group they need as a keyword argument. The README's configuration table lists every field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.errors import ConfigError
+
+ENV_PREFIX = "ORCHESTRATOR_"
+ENV_DELIMITER = "__"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    orders_topic: str = Field("crm.orders.v1", description="CRM order events (consumed)")
+    orders_dlq_topic: str = Field("crm.orders.v1.dlq", description="invalid CRM events, with the reason")
+    status_topic: str = Field("provisioning.status.v1", description="provisioning status events (produced)")
+    connect_events_topic: str = Field("connect.events.v1", description="provider webhooks, carried on Kafka")
+    consumer_group: str = Field("provisioning-orchestrator", description="consumer group of the workers")
+    client_id: str = Field("provisioning-orchestrator", description="Kafka client id prefix")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for part in value.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {part.strip()!r}")
+        return value
+
+
+class DatabaseSettings(_Group):
+    url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/orchestrator"),
+        description="PostgreSQL URL (asyncpg form); may carry a password, so it is a secret",
+    )
+    pool_min_size: int = Field(1, ge=0)
+    pool_max_size: int = Field(10, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return value
+
+
+class ConnectSettings(_Group):
+    base_url: str = Field("http://127.0.0.1:8081", description="Connect API base URL (no trailing path)")
+    api_key: SecretStr = Field(SecretStr("sandbox-key"), description="X-API-Key; never logged")
+    connect_timeout_s: PositiveSeconds = 2.0
+    read_timeout_s: PositiveSeconds = 10.0
+    total_timeout_s: PositiveSeconds = 15.0
+    max_concurrency: int = Field(16, ge=1, description="in-flight calls per API key")
+    rate_limit_per_s: float = Field(50.0, gt=0, description="calls per second per API key")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class HttpServerSettings(_Group):
+    host: str = "127.0.0.1"
+    port: Port = 8082
+    token: SecretStr | None = Field(None, description="bearer token callers must present; None disables")
+
+
+class Settings(BaseSettings):
+    """The one configuration object. Build it with `load_settings()` to get readable errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    connect: ConnectSettings = ConnectSettings()
+    webhook: HttpServerSettings = HttpServerSettings(port=8082)
+    admin: HttpServerSettings = HttpServerSettings(port=8083)
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_json: bool = Field(True, description="JSON logs (production); False for console-friendly lines")
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable that sets the field at `loc` (as pydantic reports it)."""
+    return ENV_PREFIX + ENV_DELIMITER.join(str(part).upper() for part in loc)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; on a bad value raise ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc
