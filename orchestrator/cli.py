@@ -1,0 +1,128 @@
+"""The `orchestrator` command: a thin shell over library functions.
+
+Errors go to stderr with a non-zero exit: 2 for bad input or configuration, 1 for anything else
+the orchestrator reports on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="orchestrator",
+    help="Provisioning orchestrator: CRM orders in, live subscriptions out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _fail(exc: OrchestratorError) -> typer.Exit:
+    typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+    return typer.Exit(code=2 if isinstance(exc, ConfigError) else 1)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command("fetch-kafka")
+def fetch_kafka_cmd() -> None:
+    """Download the Kafka broker's jars from Maven Central (once; later runs use the cache)."""
+    from orchestrator.localstack import fetch_kafka  # noqa: PLC0415 - keep `--help` fast
+
+    try:
+        libs = fetch_kafka()
+    except OrchestratorError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"Kafka jars ready in {libs}")
+
+
+@app.command()
+def migrate(
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides ORCHESTRATOR_DATABASE__URL for this run.")
+    ] = None,
+) -> None:
+    """Apply pending database migrations (safe to run from several processes at once)."""
+    from orchestrator.store import migrate as run_migrations  # noqa: PLC0415
+
+    url = database_url or _settings().database.url.get_secret_value()
+    try:
+        report = asyncio.run(
+            run_migrations(url, on_apply=lambda m: typer.echo(f"applied {m.version:04d}_{m.name}"))
+        )
+    except OrchestratorError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"{len(report.applied)} applied, {len(report.already_applied)} already applied")
+
+
+@app.command()
+def dev(
+    info_file: Annotated[
+        Path | None, typer.Option(help="Write the connection details here as JSON once everything is ready.")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Where the services keep data and logs (default: a new temp dir).")
+    ] = None,
+) -> None:
+    """Run the local stack (Kafka, Postgres) in the foreground until Ctrl-C or SIGTERM.
+
+    Set DATABASE_URL to use your own PostgreSQL instead of the embedded one.
+    """
+    from orchestrator.devstack import run_dev_stack  # noqa: PLC0415
+
+    try:
+        asyncio.run(
+            run_dev_stack(
+                kafka=_settings().kafka,
+                info_file=info_file,
+                run_dir=run_dir,
+                database_url=os.environ.get("DATABASE_URL"),
+            )
+        )
+    except OrchestratorError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def demo() -> None:
+    """Start the whole local stack, send sample orders and show live progress.
+
+    Until the provisioning engine lands this starts the stack (like `dev`) and waits for Ctrl-C.
+    """
+    from orchestrator.devstack import run_dev_stack  # noqa: PLC0415
+
+    try:
+        asyncio.run(
+            run_dev_stack(
+                kafka=_settings().kafka,
+                info_file=None,
+                run_dir=None,
+                database_url=os.environ.get("DATABASE_URL"),
+            )
+        )
+    except OrchestratorError as exc:
+        raise _fail(exc) from exc
+
+
+def main() -> None:
+    # Typer handles SIGINT as KeyboardInterrupt; exit 130 like a shell would, without a traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
