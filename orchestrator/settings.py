@@ -49,8 +49,8 @@ class DatabaseSettings(_Group):
         SecretStr("postgresql://postgres@127.0.0.1:5432/orchestrator"),
         description="PostgreSQL URL (asyncpg form); may carry a password, so it is a secret",
     )
-    pool_min_size: int = Field(1, ge=0)
-    pool_max_size: int = Field(10, ge=1)
+    pool_min_size: int = Field(1, ge=0, description="connections kept open per process")
+    pool_max_size: int = Field(10, ge=1, description="connections per process at most")
 
     @field_validator("url")
     @classmethod
@@ -63,11 +63,20 @@ class DatabaseSettings(_Group):
 class ConnectSettings(_Group):
     base_url: str = Field("http://127.0.0.1:8081", description="Connect API base URL (no trailing path)")
     api_key: SecretStr = Field(SecretStr("sandbox-key"), description="X-API-Key; never logged")
-    connect_timeout_s: PositiveSeconds = 2.0
-    read_timeout_s: PositiveSeconds = 10.0
-    total_timeout_s: PositiveSeconds = 15.0
+    connect_timeout_s: PositiveSeconds = Field(2.0, description="TCP/TLS connect timeout per call")
+    read_timeout_s: PositiveSeconds = Field(10.0, description="wait for response bytes per call")
+    total_timeout_s: PositiveSeconds = Field(15.0, description="hard ceiling per call: a hung call never hangs a step")
     max_concurrency: int = Field(16, ge=1, description="in-flight calls per API key")
     rate_limit_per_s: float = Field(50.0, gt=0, description="calls per second per API key")
+    rate_limit_burst: int = Field(
+        10, ge=1, description="calls that may start at once before the per-second rate applies"
+    )
+    keepalive_expiry_s: PositiveSeconds = Field(
+        30.0, description="idle keep-alive connections are closed after this; below the provider's idle cut"
+    )
+    max_retry_after_s: PositiveSeconds = Field(
+        300.0, description="a Retry-After longer than this is capped, so one bad header cannot park a call"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -78,8 +87,8 @@ class ConnectSettings(_Group):
 
 
 class HttpServerSettings(_Group):
-    host: str = "127.0.0.1"
-    port: Port = 8082
+    host: str = Field("127.0.0.1", description="interface to bind")
+    port: Port = Field(8082, description="port to bind")
     token: SecretStr | None = Field(None, description="bearer token callers must present; None disables")
 
 
@@ -98,7 +107,7 @@ class Settings(BaseSettings):
     connect: ConnectSettings = ConnectSettings()
     webhook: HttpServerSettings = HttpServerSettings(port=8082)
     admin: HttpServerSettings = HttpServerSettings(port=8083)
-    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_json: bool = Field(True, description="JSON logs (production); False for console-friendly lines")
 
 
@@ -114,3 +123,26 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated so that the docs cannot drift from the code."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+
+    def walk(group: BaseModel, prefix: tuple[str, ...]) -> None:
+        for name, field in type(group).model_fields.items():
+            value = getattr(group, name)
+            if isinstance(value, _Group):
+                walk(value, (*prefix, name))
+                continue
+            if isinstance(value, SecretStr):
+                shown = "(secret)"
+            elif value is None:
+                shown = "unset"
+            else:
+                shown = f"`{value}`"
+            rows.append(f"| `{env_name((*prefix, name))}` | {shown} | {field.description or ''} |")
+
+    defaults = Settings.model_construct()  # field defaults only, no environment
+    walk(defaults, ())
+    return "\n".join(rows)

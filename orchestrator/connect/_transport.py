@@ -1,0 +1,143 @@
+"""The HTTP edge: one pooled httpx client, per-call timeouts, limits, and error translation.
+
+Every httpx exception becomes a ProviderError here (with the cause kept), and every answer that
+arrived becomes a classified ProviderResponse, so nothing above this module sees httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import structlog
+
+from orchestrator.connect._errors import (
+    IdempotencyKeyMismatch,
+    ProviderConnectError,
+    ProviderConnectionLost,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    classify_response,
+)
+from orchestrator.connect._limits import ApiKeyLimiter
+from orchestrator.connect._requests import PreparedRequest
+from orchestrator.connect._response import ProviderResponse
+from orchestrator.settings import ConnectSettings
+
+__all__ = ["HttpSender", "build_http_client"]
+
+_log = structlog.get_logger("orchestrator.connect")
+
+REPLAY_HEADER = "idempotent-replayed"
+
+
+def build_http_client(
+    settings: ConnectSettings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """Pooled HTTP/1.1 keep-alive client; the API key is a default header, so it is set in one place."""
+    return httpx.AsyncClient(
+        base_url=settings.base_url,
+        headers={
+            "X-API-Key": settings.api_key.get_secret_value(),
+            "Accept": "application/json",
+            "User-Agent": "provisioning-orchestrator",
+        },
+        timeout=httpx.Timeout(
+            connect=settings.connect_timeout_s,
+            read=settings.read_timeout_s,
+            write=settings.read_timeout_s,
+            pool=settings.total_timeout_s,
+        ),
+        limits=httpx.Limits(
+            max_connections=settings.max_concurrency,
+            max_keepalive_connections=settings.max_concurrency,
+            keepalive_expiry=settings.keepalive_expiry_s,
+        ),
+        http1=True,
+        http2=False,
+        follow_redirects=False,
+        transport=transport,
+    )
+
+
+@contextmanager
+def _translate(prepared: PreparedRequest) -> Iterator[None]:
+    """httpx and timeout exceptions → ProviderError, keeping the cause."""
+    method, path = prepared.method, prepared.path
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ProviderConnectError(f"cannot connect: {exc!r}", method=method, path=path) from exc
+    except (httpx.TimeoutException, TimeoutError) as exc:
+        raise ProviderTimeout(f"no answer in time: {exc!r}", method=method, path=path) from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise ProviderConnectionLost(f"connection lost: {exc!r}", method=method, path=path) from exc
+    except httpx.HTTPError as exc:
+        raise ProviderConnectionLost(f"transport failure: {exc!r}", method=method, path=path) from exc
+
+
+class HttpSender:
+    """Sends prepared requests under the key's limits and classifies what comes back."""
+
+    def __init__(self, *, http: httpx.AsyncClient, limiter: ApiKeyLimiter, settings: ConnectSettings) -> None:
+        self._http = http
+        self._limiter = limiter
+        self._total_timeout_s = settings.total_timeout_s
+        self._max_retry_after_s = settings.max_retry_after_s
+
+    async def send(self, prepared: PreparedRequest, *, timeout_s: float | None = None) -> ProviderResponse:
+        headers: dict[str, str] = {}
+        if prepared.body is not None:
+            headers["Content-Type"] = "application/json"
+        if prepared.idempotency_key is not None:
+            headers["X-Idempotency-Key"] = prepared.idempotency_key
+        started = time.monotonic()
+        with _translate(prepared):
+            # The total budget starts once a slot is held: waiting our own turn is not the provider's delay.
+            async with self._limiter.slot(), asyncio.timeout(timeout_s or self._total_timeout_s):
+                answer = await self._http.request(
+                    prepared.method, prepared.path, content=prepared.body, headers=headers
+                )
+        error = classify_response(
+            status=answer.status_code,
+            headers=answer.headers,
+            content=answer.content,
+            method=prepared.method,
+            path=prepared.path,
+            max_retry_after_s=self._max_retry_after_s,
+        )
+        self._observe(prepared, answer.status_code, error, time.monotonic() - started)
+        return ProviderResponse(
+            method=prepared.method,
+            path=prepared.path,
+            status=answer.status_code,
+            headers=dict(answer.headers),
+            content=answer.content,
+            error=error,
+            replayed=answer.headers.get(REPLAY_HEADER, "").lower() == "true",
+        )
+
+    def _observe(
+        self, prepared: PreparedRequest, status: int, error: ProviderError | None, elapsed_s: float
+    ) -> None:
+        fields = {
+            "method": prepared.method,
+            "path": prepared.path,
+            "status": status,
+            "idempotency_key": prepared.idempotency_key,
+            "elapsed_ms": round(elapsed_s * 1000, 1),
+        }
+        if isinstance(error, ProviderRateLimited) and error.retry_after_s:
+            self._limiter.bucket.pause_for(error.retry_after_s)
+        if isinstance(error, IdempotencyKeyMismatch):
+            # A key reused for a different request is a bug in key derivation or serialisation:
+            # it must reach a human, not just a retry counter.
+            _log.error("connect.idempotency_key_mismatch", **fields, provider_message=error.provider_message)
+        elif error is not None:
+            _log.info("connect.call_failed", **fields, code=error.code)
+        else:
+            _log.debug("connect.call", **fields)
