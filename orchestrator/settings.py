@@ -65,7 +65,9 @@ class ConnectSettings(_Group):
     api_key: SecretStr = Field(SecretStr("sandbox-key"), description="X-API-Key; never logged")
     connect_timeout_s: PositiveSeconds = Field(2.0, description="TCP/TLS connect timeout per call")
     read_timeout_s: PositiveSeconds = Field(10.0, description="wait for response bytes per call")
-    total_timeout_s: PositiveSeconds = Field(15.0, description="hard ceiling per call: a hung call never hangs a step")
+    total_timeout_s: PositiveSeconds = Field(
+        15.0, description="hard ceiling per call: a hung call never hangs a step"
+    )
     max_concurrency: int = Field(16, ge=1, description="in-flight calls per API key")
     rate_limit_per_s: float = Field(50.0, gt=0, description="calls per second per API key")
     rate_limit_burst: int = Field(
@@ -107,7 +109,9 @@ class Settings(BaseSettings):
     connect: ConnectSettings = ConnectSettings()
     webhook: HttpServerSettings = HttpServerSettings(port=8082)
     admin: HttpServerSettings = HttpServerSettings(port=8083)
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: str = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
+    )
     log_json: bool = Field(True, description="JSON logs (production); False for console-friendly lines")
 
 
