@@ -12,7 +12,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny
 from pydantic.alias_generators import to_camel
 
 _E = TypeVar("_E", bound=StrEnum)
@@ -197,7 +197,8 @@ class CreateOrderRequest(ConnectModel):
     user: dict[str, Any] | None = None
     billing: dict[str, Any] | None = None
     shipping: dict[str, Any] | None = None
-    line_items: list[LineItem] = Field(default_factory=list)
+    # SerializeAsAny: a SubscriptionLineItem must keep its own fields when dumped as a LineItem.
+    line_items: list[SerializeAsAny[LineItem]] = Field(default_factory=list)
     promo_code: str | None = None
     metadata: dict[str, Any] | None = None
 
