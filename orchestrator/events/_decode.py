@@ -77,13 +77,15 @@ def _fail(reason: DlqReason, loc: str, message: str) -> NoReturn:
     raise InvalidEventError(reason=reason, errors=[FieldError(loc, message)])
 
 
-def _decode_headers(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+def _decode_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, str]:
     """Lower-cased header names → UTF-8 values, for `content-type` and the `ce_*` headers only."""
     decoded: dict[str, str] = {}
     for name, raw in headers:
         lowered = name.lower()
         if lowered != "content-type" and not lowered.startswith(_CE_PREFIX):
             continue  # tracing and other headers are not ours to judge
+        if raw is None:  # Kafka allows a header without a value
+            _fail(DlqReason.INVALID_ENVELOPE, f"header {lowered}", "header has no value")
         try:
             text = bytes(raw).decode("utf-8")
         except UnicodeDecodeError:

@@ -245,6 +245,12 @@ VALID = structured_record(structured(SUBMITTED, submitted_data()))
             id="conflicting-header",
         ),
         pytest.param(
+            _with(VALID, headers=[("content-type", None)]),
+            DlqReason.INVALID_ENVELOPE,
+            "has no value",
+            id="header-without-value",
+        ),
+        pytest.param(
             structured_record(structured("crm.order.deleted", {"orderId": ORDER_ID})),
             DlqReason.UNKNOWN_EVENT_TYPE,
             "crm.order.deleted",
