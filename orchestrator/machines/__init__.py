@@ -50,6 +50,7 @@ from orchestrator.machines._runtime import (
     validate_state,
 )
 from orchestrator.machines._subscription import SubscriptionMachineV1
+from orchestrator.machines._versioned import VersionedMachine
 
 __all__ = [
     "ACTIVATION_ITEM_TYPES",
@@ -72,6 +73,7 @@ __all__ = [
     "UnknownDefinitionError",
     "UnknownEventError",
     "UnknownStateError",
+    "VersionedMachine",
     "WorkflowModel",
     "decide",
     "definition_version",

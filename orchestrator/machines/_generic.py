@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from statemachine import State, StateMachine
+from statemachine import State
 
 from orchestrator.machines._guards import ResumeGuards
+from orchestrator.machines._versioned import VersionedMachine
 
 
-class ActivationItemMachineV1(ResumeGuards, StateMachine):
+class ActivationItemMachineV1(ResumeGuards, VersionedMachine):
     """LICENSE, ADD_ON, SUBSCRIPTION_CHANGE, LICENSE_CHANGE, ADD_ON_CHANGE: done when activated."""
 
     DEFINITION_VERSION: ClassVar[int] = 1
@@ -47,7 +48,7 @@ class ActivationItemMachineV1(ResumeGuards, StateMachine):
     compensated = cancelling.to(cancelled)
 
 
-class OneOffItemMachineV1(ResumeGuards, StateMachine):
+class OneOffItemMachineV1(ResumeGuards, VersionedMachine):
     """TOP_UP, EXTERNAL_PRODUCT, EXTERNAL_ITEM: done when completed (nothing stays "active")."""
 
     DEFINITION_VERSION: ClassVar[int] = 1

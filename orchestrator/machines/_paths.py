@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from orchestrator.events import LineItemType, SubscriptionPath
-from orchestrator.machines._registry import MachineRegistry, definition_version, machine_for
+from orchestrator.machines._registry import MachineRegistry, machine_for
 from orchestrator.machines._runtime import MachineModel, Transitioned, initial_state, restore, try_event
 
 _SUBMIT = ("item_added", "order_submitted")
@@ -52,7 +52,7 @@ def happy_path_states(
     model = MachineModel(state=start)
     machine = restore(
         line_item_type=LineItemType.SUBSCRIPTION,
-        definition_version=definition_version(machine_cls),
+        definition_version=machine_cls.DEFINITION_VERSION,
         model=model,
         registry=registry,
     )

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from statemachine import StateMachine
-
 from orchestrator.events import LineItemType
 from orchestrator.machines._errors import UnknownDefinitionError
 from orchestrator.machines._generic import ActivationItemMachineV1, OneOffItemMachineV1
 from orchestrator.machines._subscription import SubscriptionMachineV1
+from orchestrator.machines._versioned import VersionedMachine
 
-MachineClass = type[StateMachine]
+MachineClass = type[VersionedMachine]
 
 
 def definition_version(machine: MachineClass) -> int:

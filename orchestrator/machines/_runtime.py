@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from statemachine import StateMachine
 from statemachine.event import Event
 from statemachine.exceptions import TransitionNotAllowed as _LibraryTransitionNotAllowed
 
 from orchestrator.events import LineItemType
 from orchestrator.machines._errors import UnknownEventError, UnknownStateError
-from orchestrator.machines._registry import MachineRegistry, machine_for
+from orchestrator.machines._registry import MachineClass, MachineRegistry, machine_for
+from orchestrator.machines._versioned import VersionedMachine
 
 
 class WorkflowModel(Protocol):
@@ -65,12 +65,12 @@ class TransitionNotAllowed:
 Outcome = Transitioned | TransitionNotAllowed
 
 
-def initial_state(machine: type[StateMachine]) -> str:
+def initial_state(machine: MachineClass) -> str:
     """The state a new workflow of this machine starts in (`received` for all current machines)."""
     return str(machine.initial_state.value)
 
 
-def validate_state(machine: type[StateMachine], state: object) -> str:
+def validate_state(machine: MachineClass, state: object) -> str:
     """`state` if it is a state of `machine`, else `UnknownStateError` (the library would KeyError later)."""
     if not isinstance(state, str) or state not in machine.states_map:
         raise UnknownStateError(
@@ -87,7 +87,7 @@ def restore(
     definition_version: int,
     model: WorkflowModel,
     registry: MachineRegistry | None = None,
-) -> StateMachine:
+) -> VersionedMachine:
     """A machine bound to `model`, in `model.state`, with no entry callbacks run.
 
     Raises `UnknownDefinitionError` for an unregistered type/version and `UnknownStateError` for a
@@ -98,14 +98,14 @@ def restore(
     return machine(model=model)
 
 
-def event_names(machine: type[StateMachine] | StateMachine) -> frozenset[str]:
+def event_names(machine: MachineClass | VersionedMachine) -> frozenset[str]:
     """Every event a machine declares."""
     machine_cls = machine if isinstance(machine, type) else type(machine)
     events = cast("list[Event]", machine_cls.events)
     return frozenset(str(event.id) for event in events)
 
 
-def try_event(machine: StateMachine, *, event: str) -> Outcome:
+def try_event(machine: VersionedMachine, *, event: str) -> Outcome:
     """Send `event`; return where it led, or why not. An undeclared event name raises.
 
     On `Transitioned`, `machine.model.state` already holds the target.

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from statemachine import State, StateMachine
+from statemachine import State
 
 from orchestrator.machines._guards import ResumeGuards
+from orchestrator.machines._versioned import VersionedMachine
 
 
-class SubscriptionMachineV1(ResumeGuards, StateMachine):
+class SubscriptionMachineV1(ResumeGuards, VersionedMachine):
     """A new subscription: number choice (assigned, leased, ported, ported with a temporary number),
     submission to the provider, optional scheduled activation, and cancellation with compensation.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import pytest
-from statemachine import State, StateMachine
+from statemachine import State
 
 from orchestrator.events import LineItemType
 from orchestrator.machines import (
@@ -15,13 +15,14 @@ from orchestrator.machines import (
     Transitioned,
     UnknownDefinitionError,
     UnknownStateError,
+    VersionedMachine,
     machine_for,
     restore,
     try_event,
 )
 
 
-class SubscriptionMachineV0(StateMachine):
+class SubscriptionMachineV0(VersionedMachine):
     """A stand-in for an older definition: it had a `provisioning` state that v1 no longer has."""
 
     DEFINITION_VERSION: ClassVar[int] = 0
