@@ -1,0 +1,46 @@
+"""The Kafka edge of the engine: consuming with commits only after the effect is durable, dead
+lettering, and relaying the transactional outbox. Other packages import only from here.
+
+- `EventConsumer` — consumer group over topics; per-partition order; at-least-once; DLQ routing.
+- `DeadLetter` — raised by a handler to send its record to the DLQ with a reason.
+- `DeadLetterPublisher` — the original record plus `dlq_*` headers, acked by the broker.
+- `OutboxRelay` — one leader (advisory lock) publishes `outbox` rows in id order, woken by NOTIFY.
+"""
+
+from orchestrator.kafka._consumer import ConsumerCounters, EventConsumer, Handler, RetryPolicy
+from orchestrator.kafka._dlq import DeadLetterPublisher, dead_letter_headers
+from orchestrator.kafka._errors import DeadLetter, KafkaEdgeError, LifecycleError
+from orchestrator.kafka._lifecycle import State
+from orchestrator.kafka._records import ConsumedRecord
+from orchestrator.kafka._relay import (
+    OUTBOX_CHANNEL,
+    OUTBOX_LOCK_KEY,
+    OutboxFormatError,
+    OutboxLag,
+    OutboxRelay,
+    decode_outbox_headers,
+    encode_outbox_headers,
+    outbox_lag,
+)
+
+__all__ = [
+    "OUTBOX_CHANNEL",
+    "OUTBOX_LOCK_KEY",
+    "ConsumedRecord",
+    "ConsumerCounters",
+    "DeadLetter",
+    "DeadLetterPublisher",
+    "EventConsumer",
+    "Handler",
+    "KafkaEdgeError",
+    "LifecycleError",
+    "OutboxFormatError",
+    "OutboxLag",
+    "OutboxRelay",
+    "RetryPolicy",
+    "State",
+    "dead_letter_headers",
+    "decode_outbox_headers",
+    "encode_outbox_headers",
+    "outbox_lag",
+]

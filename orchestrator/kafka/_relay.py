@@ -1,0 +1,342 @@
+"""The outbox relay: rows of the `outbox` table to Kafka, in id order, at least once.
+
+Leadership. Per-key order needs a single publisher, so a relay publishes only while it holds a
+session-level `pg_try_advisory_lock(OUTBOX_LOCK_KEY)` on its own dedicated connection. Standby
+relays (other processes) retry every `lock_retry_interval_s`. The lock dies with its connection,
+so a leader that crashes, hangs up or loses Postgres hands over to a standby without any lease
+bookkeeping.
+
+Waking. The leader LISTENs on channel `outbox`; migration 0002 adds a statement-level trigger
+that NOTIFYs on every insert, so writers need not remember to. A fallback poll every
+`poll_interval_s` covers a lost notification (e.g. while reconnecting).
+
+Publishing. A round reads up to `batch_size` unpublished rows in id order, sends them all with an
+idempotent producer (acks=all, in order per partition), waits for the acks, then sets
+`published_at` on the longest acknowledged prefix. A row Kafka refuses stops the round at that
+row: later rows are retried after it, never before, so a row Kafka refuses forever blocks the
+relay (loudly: error logs and the lag gauge) instead of breaking per-key order.
+
+At least once. A crash between the broker's ack and the UPDATE publishes those rows again on the
+next round (also rows acked after a refused one). Consumers deduplicate on the CloudEvents `id`.
+
+Header encoding (`outbox.headers`, jsonb): a JSON array of pairs `[name, value]`, in order,
+duplicates allowed. `value` is the header's text, sent as its UTF-8 bytes. A value that is not
+text is written as a triple `[name, base64, "base64"]`. `encode_outbox_headers()` produces this
+form from Kafka-style `(name, bytes)` pairs; `decode_outbox_headers()` reverses it.
+
+Failure handling. Postgres errors drop the connection (and with it the lock) and reconnect with
+capped backoff; Kafka errors keep the lock and retry the round with backoff. Neither ends the
+relay: only `stop()` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+from orchestrator.kafka._errors import KafkaEdgeError, LifecycleError, kafka_errors
+from orchestrator.kafka._lifecycle import State
+from orchestrator.kafka._producer import LazyProducer
+from orchestrator.logs import get_logger
+
+log = get_logger(__name__)
+
+OUTBOX_CHANNEL = "outbox"
+OUTBOX_LOCK_KEY = 0x6F7574626F78  # "outbox"; only has to be the same in every process of the service
+
+
+class OutboxFormatError(ValueError):
+    """An outbox row's headers are not in the documented encoding."""
+
+
+def encode_outbox_headers(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
+    """Kafka headers → the jsonb form stored in `outbox.headers` (see the module docstring)."""
+    encoded: list[list[str]] = []
+    for name, value in headers:
+        try:
+            encoded.append([name, value.decode("utf-8")])
+        except UnicodeDecodeError:
+            encoded.append([name, base64.b64encode(value).decode("ascii"), "base64"])
+    return encoded
+
+
+def decode_outbox_headers(raw: Any) -> list[tuple[str, bytes]]:
+    """The jsonb form (already parsed, or as JSON text) → Kafka headers."""
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    if not isinstance(raw, list):
+        raise OutboxFormatError(f"headers must be a JSON array, got {type(raw).__name__}")
+    headers: list[tuple[str, bytes]] = []
+    for item in raw:
+        if not isinstance(item, list) or not all(isinstance(part, str) for part in item):
+            raise OutboxFormatError(f"header {item!r} is not [name, value] or [name, value, 'base64']")
+        if len(item) == 2:
+            headers.append((item[0], item[1].encode("utf-8")))
+        elif len(item) == 3 and item[2] == "base64":
+            try:
+                headers.append((item[0], base64.b64decode(item[1], validate=True)))
+            except binascii.Error as exc:
+                raise OutboxFormatError(f"header {item[0]!r}: invalid base64") from exc
+        else:
+            raise OutboxFormatError(f"header {item!r} is not [name, value] or [name, value, 'base64']")
+    return headers
+
+
+@dataclass(frozen=True)
+class OutboxLag:
+    """The lag gauge: how many rows wait, and how old the oldest is (0 when none)."""
+
+    unpublished: int
+    oldest_age_s: float
+
+
+_LAG_SQL = """
+SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age
+FROM outbox WHERE published_at IS NULL
+"""
+_BATCH_SQL = """
+SELECT id, topic, key, value, headers FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
+"""
+_MARK_SQL = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL"
+
+
+async def outbox_lag(conn: asyncpg.Connection) -> OutboxLag:
+    """Read the lag gauge with any connection (for /metrics, the console, tests)."""
+    row = await conn.fetchrow(_LAG_SQL)
+    assert row is not None
+    return OutboxLag(unpublished=int(row["n"]), oldest_age_s=float(row["age"]))
+
+
+_PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class OutboxRelay:
+    """Publishes the outbox while it holds the leader lock. `async with OutboxRelay(...):`."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        bootstrap_servers: str,
+        client_id: str = "provisioning-orchestrator-outbox",
+        batch_size: int = 500,
+        poll_interval_s: float = 1.0,
+        lock_retry_interval_s: float = 2.0,
+        send_timeout_s: float = 30.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        lock_key: int = OUTBOX_LOCK_KEY,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._database_url = database_url
+        self._producer = LazyProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            start_timeout_s=send_timeout_s,
+            linger_ms=5,  # a round sends hundreds of records at once: let them share batches
+        )
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._lock_retry_interval_s = lock_retry_interval_s
+        self._send_timeout_s = send_timeout_s
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._lock_key = lock_key
+        self._state = State.NEW
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._is_leader = False
+        self.published = 0
+        self.rounds = 0
+        self.lag = OutboxLag(unpublished=0, oldest_age_s=0.0)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this relay holds the lock and listens for notifications."""
+        return self._is_leader
+
+    async def start(self) -> None:
+        """Start the background loop; it connects (and retries) by itself, so this never fails on
+        an unreachable database or broker."""
+        if self._state is not State.NEW:
+            raise LifecycleError(f"OutboxRelay cannot start from state {self._state.value}")
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._state = State.RUNNING
+
+    async def stop(self) -> None:
+        """Finish the current round (its acks and UPDATE), release the lock, close. Idempotent."""
+        if self._state in (State.NEW, State.STOPPED, State.STOPPING):
+            self._state = State.STOPPED if self._state is State.NEW else self._state
+            return
+        self._state = State.STOPPING
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            _, pending = await asyncio.wait({self._task}, timeout=self._send_timeout_s + 5)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._producer.close()
+        self._state = State.STOPPED
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def wake(self) -> None:
+        """Ask for a round now (in-process writers may call this; NOTIFY does it for everyone)."""
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def _sleep(self, seconds: float, event: asyncio.Event | None = None) -> None:
+        """Sleep unless stopped (or `event` fires) first."""
+        waiters = [asyncio.ensure_future(self._stopping.wait())]
+        if event is not None:
+            waiters.append(asyncio.ensure_future(event.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self._backoff_max_s, self._backoff_initial_s * 2 ** min(attempt, 32)))
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                conn = await asyncio.wait_for(asyncpg.connect(self._database_url), 10)
+            except _PG_ERRORS as exc:
+                delay = self._backoff(attempt)
+                attempt += 1
+                log.warning("outbox_db_connect_failed", error=repr(exc), retry_in_s=delay)
+                await self._sleep(delay)
+                continue
+            try:
+                await self._with_connection(conn)
+                attempt = 0
+            except _PG_ERRORS as exc:
+                delay = self._backoff(attempt)
+                attempt += 1
+                log.warning("outbox_db_connection_lost", error=repr(exc), retry_in_s=delay)
+                await self._sleep(delay)
+            finally:
+                self._is_leader = False
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 5)
+                if not conn.is_closed():
+                    conn.terminate()
+
+    async def _with_connection(self, conn: asyncpg.Connection) -> None:
+        # Standby: try the lock, refreshing the lag gauge, until we lead or stop.
+        while not self._stopping.is_set():
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                break
+            self.lag = await outbox_lag(conn)
+            await self._sleep(self._lock_retry_interval_s)
+        else:
+            return
+
+        def on_notify(*_: object) -> None:
+            self._wake.set()
+
+        await conn.add_listener(OUTBOX_CHANNEL, on_notify)
+        self._is_leader = True
+        log.info("outbox_relay_leading")
+        try:
+            await self._lead(conn)
+        finally:
+            self._is_leader = False
+            if not conn.is_closed():
+                with contextlib.suppress(*_PG_ERRORS):
+                    await conn.remove_listener(OUTBOX_CHANNEL, on_notify)
+                    await conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        kafka_attempt = 0
+        while not self._stopping.is_set():
+            self._wake.clear()  # before reading: an insert committed during the round wakes the next
+            try:
+                sent = await self._round(conn)
+                kafka_attempt = 0
+            except KafkaEdgeError as exc:
+                delay = self._backoff(kafka_attempt)
+                kafka_attempt += 1
+                log.warning("outbox_publish_failed", error=str(exc), retry_in_s=delay)
+                await self._producer.reset()
+                await self._sleep(delay)
+                continue
+            self.lag = await outbox_lag(conn)
+            if sent == self._batch_size:
+                continue  # more rows are waiting: no need to sleep
+            await self._sleep(self._poll_interval_s, self._wake)
+
+    async def _round(self, conn: asyncpg.Connection) -> int:
+        """Publish one batch; return how many rows it held."""
+        rows = await conn.fetch(_BATCH_SQL, self._batch_size)
+        self.rounds += 1
+        if not rows:
+            return 0
+        producer = await self._producer.ensure()
+        futures: list[asyncio.Future[Any]] = []
+        refused: Exception | None = None
+        for row in rows:
+            try:
+                headers = decode_outbox_headers(row["headers"])
+                with kafka_errors(f"publishing outbox row {row['id']} to {row['topic']}"):
+                    futures.append(
+                        await producer.send(
+                            row["topic"], bytes(row["value"]), key=bytes(row["key"]), headers=headers
+                        )
+                    )
+            except (KafkaEdgeError, OutboxFormatError, ValueError, TypeError) as exc:
+                refused = exc
+                log.error("outbox_row_refused", id=row["id"], topic=row["topic"], error=str(exc))
+                break  # nothing after a refused row goes out before it: per-key order holds
+        done, _ = await asyncio.wait(futures, timeout=self._send_timeout_s) if futures else (set(), set())
+        acked: list[int] = []
+        first_failure: BaseException | None = refused
+        for row, future in zip(rows, futures, strict=False):
+            if future in done and future.exception() is None:
+                acked.append(row["id"])
+                continue
+            if future in done:
+                first_failure = future.exception()
+            else:
+                future.cancel()
+                first_failure = first_failure or TimeoutError(f"no ack within {self._send_timeout_s} s")
+            break  # the longest acknowledged prefix only
+        for future in futures:  # retrieve every outcome so none is reported as never retrieved
+            if future.done() and not future.cancelled():
+                future.exception()
+        if acked:
+            await conn.execute(_MARK_SQL, acked)
+            self.published += len(acked)
+        if first_failure is not None:
+            raise KafkaEdgeError(
+                f"outbox round published {len(acked)} of {len(rows)} rows: {first_failure!r}"
+            ) from first_failure
+        return len(rows)
