@@ -50,30 +50,34 @@ def _uvicorn_config(app: object, *, host: str, port: int, log_level: str) -> uvi
 
 
 @contextlib.asynccontextmanager
+async def serve_in_loop(app: object, *, startup_timeout_s: float = 10.0) -> AsyncIterator[int]:
+    """Serve any ASGI app on 127.0.0.1 on a free port in the current loop; yields the port."""
+    server = _EmbeddedServer(_uvicorn_config(app, host=LOCALHOST, port=0, log_level="warning"))
+    task = asyncio.get_running_loop().create_task(server.serve(), name="embedded-http-server")
+    try:
+        async with asyncio.timeout(startup_timeout_s):
+            while not server.started and not task.done():
+                await asyncio.sleep(0.005)
+        if not server.started:
+            await task  # surfaces the start-up exception if there was one
+            raise LocalStackError("embedded HTTP server did not start")
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
 async def run_sandbox(
     config: SandboxConfig, *, startup_timeout_s: float = 10.0
 ) -> AsyncIterator[RunningSandbox]:
     """Serve the sandbox on 127.0.0.1 on a free port in the current loop; yields its base URL."""
     app = create_app(config)
-    server = _EmbeddedServer(_uvicorn_config(app, host=LOCALHOST, port=0, log_level="warning"))
-    task = asyncio.get_running_loop().create_task(server.serve(), name="sandbox-server")
-    try:
-        async with asyncio.timeout(startup_timeout_s):
-            while not server.started:
-                if task.done():
-                    break
-                await asyncio.sleep(0.01)
-        if not server.started:
-            await task  # surfaces the start-up exception if there was one
-            raise LocalStackError("sandbox server did not start")
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with serve_in_loop(app, startup_timeout_s=startup_timeout_s) as port:
         yield RunningSandbox(
             base_url=f"http://{LOCALHOST}:{port}", port=port, config=config, runtime=app.state.runtime
         )
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def serve(
