@@ -32,7 +32,8 @@ class ContractModel(BaseModel):
         extra="forbid",
         frozen=True,
         hide_input_in_errors=True,
-        str_strip_whitespace=False,
+        # In output schemas, a field with a default is still always present: say so.
+        json_schema_serialization_defaults_required=True,
     )
 
 
