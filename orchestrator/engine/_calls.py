@@ -1,0 +1,157 @@
+"""The step protocol's provider half: an intent stored before the call, the outcome after.
+
+1. (in the caller's transaction, under the row lock) `prepare_intent` stores the exact request —
+   key and body bytes — or finds the one stored by an earlier attempt, which is then re-sent
+   byte for byte. A stored success is answered from the database without calling again.
+2. `send` makes one attempt, outside any transaction.
+3. (in the next transaction) `record_outcome` stores what came back.
+
+A crash between 1 and 3 leaves an intent without an outcome; the next attempt re-sends it with the
+same key, so the provider applies it at most once. Past the provider's 24 h key window, a key no
+longer protects us: `prepare_intent` answers `KeyWindowPassed`, and the step reconciles by reading
+provider state before anything is re-sent.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from orchestrator.connect import ConnectClient, PreparedRequest, ProviderError, ProviderResponse
+from orchestrator.logs import get_logger
+
+log = get_logger(__name__)
+
+# The provider forgets keys 24 h after use; leave an hour's margin for clock skew and slow retries.
+KEY_WINDOW = timedelta(hours=24)
+KEY_WINDOW_MARGIN = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Send:
+    request: PreparedRequest
+
+
+@dataclass(frozen=True)
+class AlreadyDone:
+    status: int
+    body: Any
+
+
+@dataclass(frozen=True)
+class KeyWindowPassed:
+    request: PreparedRequest
+    first_sent_at: datetime
+
+
+Intent = Send | AlreadyDone | KeyWindowPassed
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    response: ProviderResponse | None
+    error: ProviderError | None
+    latency_ms: int
+
+    def body(self) -> Any:
+        return self.response.json() if self.response is not None and self.response.content else None
+
+
+async def prepare_intent(
+    conn: asyncpg.Connection,
+    *,
+    workflow_id: uuid.UUID | None,
+    order_id: str,
+    step: str,
+    generation: int,
+    request: PreparedRequest,
+    now: datetime,
+) -> Intent:
+    key = request.idempotency_key
+    assert key is not None, "provider steps always carry an idempotency key"
+    stored = await conn.fetchrow(
+        "SELECT method, path, body, status, response_status, response_body, first_sent_at "
+        "FROM provider_calls WHERE idempotency_key = $1",
+        key,
+    )
+    if stored is None:
+        await conn.execute(
+            """INSERT INTO provider_calls
+                   (workflow_id, order_id, step, generation, idempotency_key, method, path, body)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            workflow_id,
+            order_id,
+            step,
+            generation,
+            key,
+            request.method,
+            request.path,
+            request.body,
+        )
+        return Send(request)
+    if stored["status"] == "succeeded":
+        return AlreadyDone(status=stored["response_status"], body=stored["response_body"])
+    original = PreparedRequest(
+        method=stored["method"], path=stored["path"], body=stored["body"], idempotency_key=key
+    )
+    first = stored["first_sent_at"]
+    if first is not None and now - first > KEY_WINDOW - KEY_WINDOW_MARGIN:
+        return KeyWindowPassed(request=original, first_sent_at=first)
+    return Send(original)
+
+
+async def send(
+    client: ConnectClient, request: PreparedRequest, *, timeout_s: float | None = None
+) -> CallOutcome:
+    started = time.monotonic()
+    try:
+        response = await client.send(request, timeout_s=timeout_s)
+    except ProviderError as exc:
+        return CallOutcome(response=None, error=exc, latency_ms=int((time.monotonic() - started) * 1000))
+    return CallOutcome(
+        response=response, error=response.error, latency_ms=int((time.monotonic() - started) * 1000)
+    )
+
+
+async def record_outcome(conn: asyncpg.Connection, *, key: str, outcome: CallOutcome, now: datetime) -> None:
+    status = "succeeded" if outcome.error is None else ("retrying" if outcome.error.retryable else "failed")
+    body: Any = None
+    if outcome.response is not None:
+        try:
+            body = outcome.response.json()
+        except ProviderError:
+            body = {"unparsed": outcome.response.content[:2000].decode("utf-8", "replace")}
+    await conn.execute(
+        """UPDATE provider_calls SET status = $2, attempts = attempts + 1, response_status = $3,
+                  response_body = $4, error = $5, latency_ms = $6,
+                  first_sent_at = coalesce(first_sent_at, $7), last_sent_at = $7,
+                  completed_at = CASE WHEN $2 = 'succeeded' THEN $7 ELSE completed_at END
+           WHERE idempotency_key = $1""",
+        key,
+        status,
+        outcome.response.status if outcome.response else None,
+        body,
+        outcome.error.to_dict() if outcome.error else None,
+        outcome.latency_ms,
+        now,
+    )
+    if outcome.error is not None and outcome.error.code == "idempotency_key_mismatch":
+        # A bug on our side: the same key went out with different bytes. Loud on purpose.
+        log.error(
+            "idempotency key mismatch: this is a bug", idempotency_key=key, error=outcome.error.to_dict()
+        )
+
+
+async def mark_call(conn: asyncpg.Connection, *, key: str, status: str, now: datetime) -> None:
+    """Settle a call without sending it (reconciled as already applied, or superseded by a new key)."""
+    await conn.execute(
+        "UPDATE provider_calls SET status = $2, completed_at = $3 WHERE idempotency_key = $1",
+        key,
+        status,
+        now,
+    )

@@ -1,0 +1,212 @@
+"""Writes that must happen in the same transaction as a state change: the history row, the status
+event in the outbox, the order's derived state (and its own event when it changes), and timers.
+
+Callers hold the workflow's row lock (and the order's, for order-level changes) and an open
+transaction; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from orchestrator.engine._rows import WORKFLOW_COLUMNS, WorkflowRow
+from orchestrator.events import (
+    LineItemState,
+    LineItemStateChanged,
+    OrderState,
+    OrderStateChanged,
+    StepError,
+    encode_status_event,
+)
+from orchestrator.machines import derive_order_state
+
+STATUS_SOURCE = "urn:provisioning-orchestrator"
+
+
+async def _outbox(conn: asyncpg.Connection, *, topic: str, record: Any) -> None:
+    headers = [[name, value.decode("utf-8")] for name, value in record.headers]
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
+        topic,
+        record.key,
+        record.value,
+        headers,
+    )
+
+
+def _status_data(row: WorkflowRow, *, previous: str | None, now: datetime) -> LineItemStateChanged:
+    ctx = row.context
+    temporary = ctx.get("temporary_msisdn") if row.state == LineItemState.TEMP_NUMBER_ACTIVE else None
+    error = None
+    if row.state == LineItemState.FAILED and row.error is not None:
+        error = StepError(
+            code=row.error.get("code", "unknown"),
+            message=row.error.get("message", ""),
+            retryable=bool(row.error.get("retryable", False)),
+            step=row.error.get("step", "unknown"),
+        )
+    return LineItemStateChanged(
+        order_id=row.order_id,
+        line_item_id=row.line_item_id,
+        line_item_type=row.line_item_type,
+        workflow_id=str(row.workflow_id),
+        state=row.current,
+        previous_state=previous,
+        sequence=row.sequence,
+        occurred_at=now,
+        msisdn=ctx.get("msisdn"),
+        temporary_msisdn=temporary,
+        ported_msisdn=ctx.get("ported_msisdn") if temporary else None,
+        subscription_id=ctx.get("subscription_id"),
+        scheduled_activation_date=ctx.get("scheduled_activation_date")
+        if row.state == LineItemState.ACTIVATION_SCHEDULED
+        else None,
+        error=error,
+    )
+
+
+async def insert_workflow(conn: asyncpg.Connection, row: WorkflowRow) -> None:
+    await conn.execute(
+        """INSERT INTO workflows (workflow_id, order_id, line_item_id, line_item_type, definition_version,
+                                  state, spec, secrets, context, generation, sequence, version)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0)""",
+        row.workflow_id,
+        row.order_id,
+        row.line_item_id,
+        row.line_item_type,
+        row.definition_version,
+        row.state,
+        row.spec,
+        row.secrets,
+        row.context,
+        row.generation,
+    )
+
+
+async def lock_workflow(conn: asyncpg.Connection, workflow_id: uuid.UUID) -> WorkflowRow | None:
+    record = await conn.fetchrow(
+        f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = $1 FOR UPDATE", workflow_id
+    )
+    return WorkflowRow.from_record(record) if record else None
+
+
+async def save_workflow(conn: asyncpg.Connection, row: WorkflowRow) -> None:
+    row.version += 1
+    await conn.execute(
+        """UPDATE workflows SET state = $2, spec = $3, secrets = $4, context = $5, generation = $6,
+                  sequence = $7, version = $8, resume_state = $9, error = $10, attempts = $11,
+                  updated_at = now()
+           WHERE workflow_id = $1""",
+        row.workflow_id,
+        row.state,
+        row.spec,
+        row.secrets,
+        row.context,
+        row.generation,
+        row.sequence,
+        row.version,
+        row.resume_state,
+        row.error,
+        row.attempts,
+    )
+
+
+async def record_change(
+    conn: asyncpg.Connection,
+    row: WorkflowRow,
+    *,
+    event: str,
+    previous: str | None,
+    cause: str,
+    now: datetime,
+    status_topic: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """After the machine moved `row` from `previous` to `row.state`: history, status event, order
+    state. `previous=None` is the workflow's first event (`received`)."""
+    row.sequence += 1
+    await conn.execute(
+        """INSERT INTO transitions
+               (workflow_id, sequence, event, from_state, to_state, cause, details, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        row.workflow_id,
+        row.sequence,
+        event,
+        previous or "",
+        row.state,
+        cause,
+        details or {},
+        now,
+    )
+    data = _status_data(row, previous=previous, now=now)
+    await _outbox(conn, topic=status_topic, record=encode_status_event(data=data, source=STATUS_SOURCE))
+
+
+async def refresh_order_state(
+    conn: asyncpg.Connection, order_id: str, *, now: datetime, status_topic: str
+) -> OrderState | None:
+    """Recompute the order's derived state from its items; emit an order event if it changed.
+
+    Locks the order row, so concurrent item changes of one order serialise here and the order's
+    own sequence stays gap-free.
+    """
+    order = await conn.fetchrow(
+        "SELECT state, status_sequence FROM orders WHERE order_id = $1 FOR UPDATE", order_id
+    )
+    states = [
+        r["state"] for r in await conn.fetch("SELECT state FROM workflows WHERE order_id = $1", order_id)
+    ]
+    if order is None or not states:
+        return None
+    derived = derive_order_state(states)
+    if order["state"] == derived.value and order["status_sequence"] > 0:
+        return derived
+    sequence = order["status_sequence"] + 1
+    counts = Counter(states)
+    data = OrderStateChanged(
+        order_id=order_id,
+        state=derived,
+        previous_state=OrderState(order["state"]) if order["status_sequence"] > 0 else None,
+        sequence=sequence,
+        occurred_at=now,
+        line_item_counts={LineItemState(state): n for state, n in counts.items()},
+        line_item_total=len(states),
+    )
+    await conn.execute(
+        "UPDATE orders SET state = $2, status_sequence = $3, updated_at = now() WHERE order_id = $1",
+        order_id,
+        derived.value,
+        sequence,
+    )
+    await _outbox(conn, topic=status_topic, record=encode_status_event(data=data, source=STATUS_SOURCE))
+    return derived
+
+
+async def schedule(
+    conn: asyncpg.Connection,
+    *,
+    kind: str,
+    due_at: datetime,
+    workflow_id: uuid.UUID | None = None,
+    order_id: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """Make sure a timer of `kind` for this workflow/order fires by `due_at`: an existing pending
+    timer is moved earlier, never later (a poke cannot postpone a step)."""
+    await conn.execute(
+        """INSERT INTO timers (workflow_id, order_id, kind, due_at, payload)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (target, kind) WHERE fired_at IS NULL
+           DO UPDATE SET due_at = LEAST(timers.due_at, EXCLUDED.due_at)""",
+        workflow_id,
+        None if workflow_id else order_id,
+        kind,
+        due_at,
+        json.loads(json.dumps(payload or {})),
+    )

@@ -1,0 +1,271 @@
+"""What a workflow should do next: pure decisions from its row, its order and provider snapshots.
+
+No I/O here, so every rule is unit-testable; `_steps.py` runs the plans under the row lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from orchestrator.connect import PreparedRequest, canonical_json
+from orchestrator.engine._rows import OrderRow, WorkflowRow
+
+# Line items of these types complete (one-off) rather than activate.
+ONE_OFF_TYPES = frozenset({"TOP_UP", "EXTERNAL_PRODUCT", "EXTERNAL_ITEM"})
+# CRM-only fields that are not part of the Connect line item shape.
+CRM_ONLY_FIELDS = frozenset({"leaseExpiresAt"})
+
+
+@dataclass(frozen=True)
+class Move:
+    """Fire `event` on the machine; merge `context` into the row; `error` for `fail`."""
+
+    event: str
+    context: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do until `delay_s` from now (a poll), or until poked (delay None)."""
+
+    delay_s: float | None
+
+
+@dataclass(frozen=True)
+class Call:
+    """A provider call with an idempotency key; `on_success` turns the answer into a Move."""
+
+    step: str
+    request: PreparedRequest
+    on_success: Callable[[Any], Move | Wait]
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Read provider state (order, subscription, porting) and decide with `decide_from_snapshot`."""
+
+    provider_order_id: str
+    subscription_id: str | None
+    porting: bool
+
+
+Plan = Move | Wait | Call | Poll
+
+
+def step_key(row: WorkflowRow, step: str) -> str:
+    """Deterministic idempotency key: the same (workflow, step, generation) always maps to it."""
+    return f"wf-{row.workflow_id}-{step}-g{row.generation}"
+
+
+def order_key(order: OrderRow, step: str) -> str:
+    return f"order-{order.order_id}-{step}-g{order.generation}"
+
+
+def provider_line_item(row: WorkflowRow) -> dict[str, Any]:
+    """The Connect line item: the CRM's shape minus CRM-only fields, with secrets restored."""
+    body = {k: v for k, v in row.spec.items() if k not in CRM_ONLY_FIELDS}
+    if row.secrets and "porting" in row.secrets:
+        body["porting"] = row.secrets["porting"]
+    return body
+
+
+def lease_expired(row: WorkflowRow, now: datetime) -> bool:
+    expires = row.spec.get("leaseExpiresAt")
+    return bool(row.spec.get("leaseToken")) and expires is not None and datetime.fromisoformat(expires) <= now
+
+
+def _fail(code: str, message: str, step: str, *, retryable: bool = False, **extra: Any) -> Move:
+    return Move(
+        "fail", error={"code": code, "message": message, "retryable": retryable, "step": step, **extra}
+    )
+
+
+def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # noqa: PLR0911 - one rule per state
+    """The next step of a line item workflow in its current state."""
+    state = row.current
+    if state in ("received", "number_leased"):
+        if row.spec.get("leaseToken") and lease_expired(row, now):
+            return _fail(
+                "lease_expired",
+                f"the number lease for {row.spec.get('msisdn')} expired at {row.spec.get('leaseExpiresAt')} "
+                "before the order could be submitted; send crm.order.line_item.updated with a fresh lease",
+                "lease_check",
+            )
+        if state == "received" and row.spec.get("leaseToken"):
+            return Move("lease_confirmed", context={"msisdn": row.spec.get("msisdn")})
+        if order.provider_order_id is None:
+            return Wait(None)  # the order step creates the provider order, then pokes us
+        if order.submitted_at is not None:
+            return _fail(
+                "order_already_submitted",
+                "the provider order was submitted before this line item could be added",
+                "add_item",
+            )
+        body = provider_line_item(row)
+        if row.context.get("item_added"):
+            path = f"/orders/{order.provider_order_id}/line-items/{row.line_item_id}"
+            request = PreparedRequest(
+                method="PUT",
+                path=path,
+                body=canonical_json({"lineItem": body}),
+                idempotency_key=step_key(row, "update_item"),
+            )
+            return Call("update_item", request, lambda _: Move("item_added", context={"item_added": True}))
+        request = PreparedRequest(
+            method="POST",
+            path=f"/orders/{order.provider_order_id}/line-items",
+            body=canonical_json(body),
+            idempotency_key=step_key(row, "add_item"),
+        )
+        return Call("add_item", request, lambda _: Move("item_added", context={"item_added": True}))
+    if state == "awaiting_submission":
+        if lease_expired(row, now):
+            return _fail(
+                "lease_expired",
+                "the number lease expired while the order waited for submission",
+                "submit_order",
+            )
+        return Wait(None)  # the order step submits once every item is in
+    if state in ("submitted", "porting_pending", "temp_number_active", "activation_scheduled"):
+        assert order.provider_order_id is not None
+        return Poll(
+            provider_order_id=order.provider_order_id,
+            subscription_id=row.context.get("subscription_id"),
+            porting=bool(row.spec.get("porting")),
+        )
+    if state == "cancelling":
+        return _plan_compensation(row, order)
+    return Wait(None)  # activated, completed, cancelled, failed: nothing until an operator acts
+
+
+def _plan_compensation(row: WorkflowRow, order: OrderRow) -> Plan:
+    """Undo what the provider has for this item. A lease needs nothing: it lapses by itself."""
+    subscription_id = row.context.get("subscription_id")
+    if subscription_id:
+        body = {
+            "when": "CancelNextDay",
+            "reason": "OTHER",
+            "comment": f"CRM cancel: {row.context.get('cancel_reason')}",
+        }
+        request = PreparedRequest(
+            method="POST",
+            path=f"/subscriptions/{subscription_id}/cancel",
+            body=canonical_json(body),
+            idempotency_key=step_key(row, "cancel_subscription"),
+        )
+        return Call("cancel_subscription", request, lambda _: Move("compensated"))
+    if order.submitted_at is not None and order.provider_order_id:
+        # Submitted: the subscription may exist already; find it before deciding.
+        return Poll(provider_order_id=order.provider_order_id, subscription_id=None, porting=False)
+    if row.context.get("item_added") and order.provider_order_id:
+        request = PreparedRequest(
+            method="DELETE",
+            path=f"/orders/{order.provider_order_id}/line-items/{row.line_item_id}",
+            idempotency_key=step_key(row, "remove_item"),
+        )
+        return Call("remove_item", request, lambda _: Move("compensated"))
+    return Move("compensated")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Provider state read by a Poll."""
+
+    order: dict[str, Any] | None
+    subscription: dict[str, Any] | None
+    porting: dict[str, Any] | None
+
+
+def find_subscription_id(order: dict[str, Any] | None, line_item_id: str) -> str | None:
+    entities = (order or {}).get("createdEntities") or {}
+    for sub in entities.get("subscriptions") or []:
+        if sub.get("createdByLineItem") == line_item_id:
+            return str(sub["subscriptionId"])
+    return None
+
+
+def poll_delay(attempt: int) -> float:
+    """Fallback polling when no webhook comes: quick at first, then every 30 s."""
+    return float(min(30.0, 0.5 * 2 ** min(attempt, 6)))
+
+
+def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, today: date) -> Move | Wait:  # noqa: PLR0911
+    """Turn what the provider says into the workflow's next move."""
+    ctx: dict[str, Any] = {}
+    if snap.subscription is not None:
+        ctx["subscription_id"] = snap.subscription.get("subscriptionId")
+    order_state = (snap.order or {}).get("state")
+    if row.current == "cancelling":
+        if snap.subscription is not None:
+            return Wait(0)  # subscription id now known: the next plan cancels it
+        return (
+            Move("compensated") if order_state in ("CANCELLED", "EXPIRED") else Wait(poll_delay(row.attempts))
+        )
+    if row.line_item_type != "SUBSCRIPTION":
+        if order_state == "COMPLETED":
+            return Move("complete" if row.line_item_type in ONE_OFF_TYPES else "activate")
+        return _order_gone(order_state) or Wait(poll_delay(row.attempts))
+    if snap.subscription is None:
+        return _order_gone(order_state) or Wait(poll_delay(row.attempts))
+    if snap.subscription.get("status") == "CANCELLED":
+        return _fail("subscription_cancelled", "the provider cancelled the subscription", "poll", context=ctx)
+    if snap.porting is not None or row.spec.get("porting"):
+        decision = _decide_port(row, snap.subscription, snap.porting, ctx, today=today)
+    else:
+        decision = _decide_plain(row, snap.subscription, ctx, today=today)
+    if decision is not None:
+        return decision
+    if ctx and not row.context.get("subscription_id"):
+        return Move("", ctx)  # remember the subscription id (no transition)
+    return Wait(poll_delay(row.attempts))
+
+
+def _order_gone(order_state: Any) -> Move | None:
+    if order_state in ("CANCELLED", "EXPIRED"):
+        return _fail("provider_order_" + str(order_state).lower(), f"provider order is {order_state}", "poll")
+    return None
+
+
+def _deferred(row: WorkflowRow, ctx: dict[str, Any], today: date) -> Move | None:
+    wanted = row.spec.get("scheduleActivationAt")
+    if wanted and date.fromisoformat(wanted) > today and row.current != "activation_scheduled":
+        return Move("activation_deferred", context={**ctx, "scheduled_activation_date": wanted})
+    return None
+
+
+def _decide_plain(row: WorkflowRow, sub: dict[str, Any], ctx: dict[str, Any], *, today: date) -> Move | None:
+    if sub.get("status") == "ACTIVATED":
+        return Move("activate", context={**ctx, "msisdn": sub.get("msisdn")})
+    return _deferred(row, ctx, today) if row.current == "submitted" else None
+
+
+def _decide_port(
+    row: WorkflowRow, sub: dict[str, Any], porting: dict[str, Any] | None, ctx: dict[str, Any], *, today: date
+) -> Move | None:
+    ported = row.spec.get("msisdn")
+    port_status = (porting or {}).get("status")
+    status, msisdn = sub.get("status"), sub.get("msisdn")
+    if port_status == "FAILED":
+        message = "the provider reports the port-in failed; correct the porting details and replay"
+        return _fail("port_failed", message, "porting", context=ctx)
+    if row.current == "submitted":
+        return Move("port_requested", context=ctx)
+    if port_status == "COMPLETED" and status == "ACTIVATED" and msisdn == ported:
+        return Move("activate", context={**ctx, "msisdn": msisdn, "temporary_msisdn": None})
+    if (
+        row.current == "porting_pending"
+        and row.spec.get("tempNumber")
+        and status == "ACTIVATED"
+        and msisdn != ported
+    ):
+        return Move(
+            "temp_number_activated",
+            context={**ctx, "msisdn": msisdn, "temporary_msisdn": msisdn, "ported_msisdn": ported},
+        )
+    if row.current == "porting_pending" and port_status == "COMPLETED":
+        return _deferred(row, ctx, today)
+    return None

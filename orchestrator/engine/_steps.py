@@ -1,0 +1,439 @@
+"""Runs one step of one workflow (or of an order) under the step protocol.
+
+Transaction 1 locks the row, plans, and stores the call's intent. The provider is called with no
+transaction open. Transaction 2 locks the row again, stores the outcome, and — if nobody changed
+the workflow meanwhile — applies the transition with its history row, status event and next timer.
+If the workflow did change (a cancel or an amendment arrived during the call), the outcome is kept
+and the step is simply planned again from the new state.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from orchestrator.connect import ConnectClient, PreparedRequest, canonical_json
+from orchestrator.engine._calls import (
+    AlreadyDone,
+    CallOutcome,
+    KeyWindowPassed,
+    Send,
+    prepare_intent,
+    record_outcome,
+    send,
+)
+from orchestrator.engine._clock import Clock
+from orchestrator.engine._intake import ORDER_STEP, STEP
+from orchestrator.engine._journal import (
+    lock_workflow,
+    record_change,
+    refresh_order_state,
+    save_workflow,
+    schedule,
+)
+from orchestrator.engine._plan import (
+    Call,
+    Move,
+    Plan,
+    Poll,
+    Snapshot,
+    Wait,
+    decide_from_snapshot,
+    find_subscription_id,
+    order_key,
+    plan_item,
+)
+from orchestrator.engine._rows import ORDER_COLUMNS, OrderRow, WorkflowRow
+from orchestrator.logs import get_logger
+from orchestrator.machines import Transitioned, is_settled, restore, try_event
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryRules:
+    max_attempts: int = 8
+    base_delay_s: float = 0.5
+    max_delay_s: float = 60.0
+
+    def delay(self, attempts: int, retry_after_s: float | None) -> float:
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** max(attempts - 1, 0))
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
+        return max(delay, retry_after_s or 0.0)
+
+
+class StepRunner:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        client: ConnectClient,
+        clock: Clock,
+        status_topic: str,
+        retry: RetryRules | None = None,
+        step_timeout_s: float | None = None,
+    ) -> None:
+        self._pool = pool
+        self._client = client
+        self._clock = clock
+        self._status_topic = status_topic
+        self._retry = retry or RetryRules()
+        self._step_timeout_s = step_timeout_s
+
+    # --- line item workflows ---
+
+    async def run_workflow_step(self, workflow_id: uuid.UUID) -> None:  # noqa: PLR0911 - one exit per protocol branch
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                # Locks are always taken order first, then workflow, everywhere: no deadlocks.
+                order_id = await conn.fetchval(
+                    "SELECT order_id FROM workflows WHERE workflow_id = $1", workflow_id
+                )
+                order = await lock_order(conn, order_id) if order_id else None
+                row = await lock_workflow(conn, workflow_id)
+                if row is None or order is None:
+                    return
+                now = self._clock.now()
+                plan = plan_item(row, order, now=now)
+                if isinstance(plan, Move | Wait):
+                    await self._apply(conn, row, plan, now=now, cause="step")
+                    return
+                version = row.version
+                prepared: Any = None
+                if isinstance(plan, Call):
+                    prepared = await prepare_intent(
+                        conn,
+                        workflow_id=row.workflow_id,
+                        order_id=row.order_id,
+                        step=plan.step,
+                        generation=row.generation,
+                        request=plan.request,
+                        now=now,
+                    )
+                    if isinstance(prepared, AlreadyDone):
+                        await self._apply(conn, row, plan.on_success(prepared.body), now=now, cause=plan.step)
+                        return
+            # No transaction open: the provider call (or reads) may take seconds.
+            if isinstance(plan, Poll):
+                snapshot = await self._read(plan, row)
+                async with conn.transaction():
+                    await lock_order(conn, order.order_id)
+                    row = await lock_workflow(conn, workflow_id)
+                    if row is None or row.version != version:
+                        await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=self._clock.now())
+                        return
+                    decision = decide_from_snapshot(row, snapshot, today=self._clock.now().date())
+                    await self._apply(conn, row, decision, now=self._clock.now(), cause="poll")
+                return
+            assert isinstance(plan, Call)
+            if isinstance(prepared, KeyWindowPassed):
+                await self._key_window_passed(conn, workflow_id, plan, prepared)
+                return
+            assert isinstance(prepared, Send)
+            outcome = await send(self._client, prepared.request, timeout_s=self._step_timeout_s)
+            async with conn.transaction():
+                now = self._clock.now()
+                assert prepared.request.idempotency_key is not None
+                await record_outcome(conn, key=prepared.request.idempotency_key, outcome=outcome, now=now)
+                await lock_order(conn, order.order_id)
+                row = await lock_workflow(conn, workflow_id)
+                if row is None or row.version != version:
+                    await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=now)
+                    return
+                await self._apply(
+                    conn, row, self._judge(row, plan.step, outcome, plan), now=now, cause=plan.step
+                )
+
+    def _judge(self, row: WorkflowRow, step: str, outcome: CallOutcome, plan: Call) -> Move | Wait:
+        error = outcome.error
+        if error is None:
+            return plan.on_success(outcome.body())
+        row.attempts += 1
+        if error.retryable and row.attempts < self._retry.max_attempts:
+            log.info(
+                "step will retry",
+                step=step,
+                code=error.code,
+                attempts=row.attempts,
+                workflow_id=str(row.workflow_id),
+            )
+            return Wait(self._retry.delay(row.attempts, error.retry_after_s))
+        details = error.to_dict()
+        return Move(
+            "fail",
+            error={
+                "code": error.code if not error.retryable else f"{error.code}_exhausted",
+                "message": error.message,
+                "retryable": error.retryable,
+                "step": step,
+                "provider": details,
+            },
+        )
+
+    async def _key_window_passed(
+        self, conn: asyncpg.Connection, workflow_id: uuid.UUID, plan: Call, intent: KeyWindowPassed
+    ) -> None:
+        """Past the key window a resend could apply the effect twice: fail to an operator, whose
+        replay reads provider state first (see docs/operations.md)."""
+        async with conn.transaction():
+            order_id = await conn.fetchval(
+                "SELECT order_id FROM workflows WHERE workflow_id = $1", workflow_id
+            )
+            await lock_order(conn, order_id)
+            row = await lock_workflow(conn, workflow_id)
+            if row is None:
+                return
+            await self._apply(
+                conn,
+                row,
+                Move(
+                    "fail",
+                    error={
+                        "code": "key_window_passed",
+                        "message": f"{plan.step} was first sent at {intent.first_sent_at.isoformat()}; "
+                        "its "
+                        "idempotency key has expired at the provider; reconcile before re-sending",
+                        "retryable": False,
+                        "step": plan.step,
+                    },
+                ),
+                now=self._clock.now(),
+                cause=plan.step,
+            )
+
+    async def _read(self, plan: Poll, row: WorkflowRow) -> Snapshot:
+        """GETs only: safe to repeat, so no intent is stored. A failed read is an empty snapshot."""
+        order: dict[str, Any] | None = None
+        subscription: dict[str, Any] | None = None
+        porting: dict[str, Any] | None = None
+        subscription_id = plan.subscription_id
+        if subscription_id is None:
+            order = await self._get(f"/orders/{plan.provider_order_id}")
+            subscription_id = find_subscription_id(order, row.line_item_id)
+        if subscription_id is not None:
+            subscription = await self._get(f"/subscriptions/{subscription_id}")
+            if plan.porting and subscription is not None:
+                porting = await self._get(f"/subscriptions/{subscription_id}/in-porting")
+        return Snapshot(order=order, subscription=subscription, porting=porting)
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        outcome = await send(
+            self._client, PreparedRequest(method="GET", path=path), timeout_s=self._step_timeout_s
+        )
+        if outcome.error is not None:
+            log.info("provider read failed", path=path, code=outcome.error.code)
+            return None
+        body = outcome.body()
+        return body if isinstance(body, dict) else None
+
+    async def _apply(
+        self, conn: asyncpg.Connection, row: WorkflowRow, plan: Plan, *, now: datetime, cause: str
+    ) -> None:
+        """Apply a Move or Wait decided under the row lock, in the caller's transaction."""
+        if isinstance(plan, Wait):
+            await save_workflow(conn, row)
+            if plan.delay_s is not None:
+                await schedule(
+                    conn, kind=STEP, workflow_id=row.workflow_id, due_at=now + timedelta(seconds=plan.delay_s)
+                )
+            return
+        assert isinstance(plan, Move)
+        if not plan.event:  # context only (e.g. a subscription id learned)
+            row.context.update(plan.context)
+            await save_workflow(conn, row)
+            await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=now)
+            return
+        if plan.event == "fail":
+            row.resume_state = row.current
+            row.error = plan.error
+        machine = restore(
+            line_item_type=row.line_item_type, definition_version=row.definition_version, model=row
+        )
+        previous = row.current
+        outcome = try_event(machine, event=plan.event)
+        if not isinstance(outcome, Transitioned):
+            log.warning(
+                "transition refused",
+                workflow_id=str(row.workflow_id),
+                state=previous,
+                machine_event=plan.event,
+            )
+            await save_workflow(conn, row)
+            return
+        row.context.update({k: v for k, v in plan.context.items() if v is not None})
+        for key in [k for k, v in plan.context.items() if v is None]:
+            row.context.pop(key, None)
+        row.attempts = 0
+        if row.current == "activated" and row.secrets:
+            row.secrets = None  # porting credentials are kept no longer than the port needs
+        if outcome.changed:
+            await record_change(
+                conn,
+                row,
+                event=plan.event,
+                previous=previous,
+                cause=cause,
+                now=now,
+                status_topic=self._status_topic,
+                details={"error": plan.error} if plan.error else None,
+            )
+        await save_workflow(conn, row)
+        if not is_settled(row.current):
+            await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=now)
+        await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
+        # The order step reacts to its items: all added → submit; all cancelled → cancel the order.
+        await schedule(conn, kind=ORDER_STEP, order_id=row.order_id, due_at=now)
+
+    # --- orders ---
+
+    async def run_order_step(self, order_id: str) -> None:
+        """Create the provider order, then submit it once every live item is in it."""
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                order = await lock_order(conn, order_id)
+                if order is None:
+                    return
+                items = await conn.fetch(
+                    "SELECT workflow_id, state, context FROM workflows WHERE order_id = $1", order_id
+                )
+                now = self._clock.now()
+                call = _plan_order(order, items)
+                if call is None:
+                    return
+                step, request = call
+                prepared = await prepare_intent(
+                    conn,
+                    workflow_id=None,
+                    order_id=order_id,
+                    step=step,
+                    generation=order.generation,
+                    request=request,
+                    now=now,
+                )
+                if isinstance(prepared, AlreadyDone):
+                    await self._order_success(conn, order, step, prepared.body, now=now)
+                    return
+                if isinstance(prepared, KeyWindowPassed):
+                    log.error("order call past its key window", order_id=order_id, step=step)
+                    return
+            outcome = await send(self._client, prepared.request, timeout_s=self._step_timeout_s)
+            async with conn.transaction():
+                now = self._clock.now()
+                assert prepared.request.idempotency_key is not None
+                await record_outcome(conn, key=prepared.request.idempotency_key, outcome=outcome, now=now)
+                order = await lock_order(conn, order_id)
+                assert order is not None
+                if outcome.error is None:
+                    await self._order_success(conn, order, step, outcome.body(), now=now)
+                elif outcome.error.retryable:
+                    attempts = await conn.fetchval(
+                        "SELECT attempts FROM provider_calls WHERE idempotency_key = $1",
+                        prepared.request.idempotency_key,
+                    )
+                    delay = self._retry.delay(attempts, outcome.error.retry_after_s)
+                    await schedule(
+                        conn, kind=ORDER_STEP, order_id=order_id, due_at=now + timedelta(seconds=delay)
+                    )
+                    if attempts >= self._retry.max_attempts:
+                        await self._fail_items(conn, order_id, step, outcome, now=now)
+                else:
+                    await self._fail_items(conn, order_id, step, outcome, now=now)
+
+    async def _order_success(
+        self, conn: asyncpg.Connection, order: OrderRow, step: str, body: Any, *, now: datetime
+    ) -> None:
+        if step == "create_order":
+            provider_id = (body or {}).get("orderId")
+            await conn.execute(
+                "UPDATE orders SET provider_order_id = $2, updated_at = now() WHERE order_id = $1",
+                order.order_id,
+                provider_id,
+            )
+        elif step == "submit_order":
+            await conn.execute("UPDATE orders SET submitted_at = $2 WHERE order_id = $1", order.order_id, now)
+            for record in await conn.fetch(
+                "SELECT workflow_id FROM workflows WHERE order_id = $1 AND state = 'awaiting_submission'",
+                order.order_id,
+            ):
+                row = await lock_workflow(conn, record["workflow_id"])
+                assert row is not None
+                await self._apply(conn, row, Move("order_submitted"), now=now, cause="submit_order")
+        elif step == "cancel_order":
+            await conn.execute("UPDATE orders SET cancelled_at = $2 WHERE order_id = $1", order.order_id, now)
+        # Wake every item: they may have been waiting for the provider order to exist.
+        for record in await conn.fetch(
+            "SELECT workflow_id FROM workflows WHERE order_id = $1", order.order_id
+        ):
+            await schedule(conn, kind=STEP, workflow_id=record["workflow_id"], due_at=now)
+
+    async def _fail_items(
+        self, conn: asyncpg.Connection, order_id: str, step: str, outcome: CallOutcome, *, now: datetime
+    ) -> None:
+        assert outcome.error is not None
+        error = {
+            "code": outcome.error.code,
+            "message": outcome.error.message,
+            "retryable": outcome.error.retryable,
+            "step": step,
+            "provider": outcome.error.to_dict(),
+        }
+        for record in await conn.fetch(
+            "SELECT workflow_id, state FROM workflows WHERE order_id = $1", order_id
+        ):
+            if is_settled(record["state"]) or record["state"] == "cancelling":
+                continue
+            row = await lock_workflow(conn, record["workflow_id"])
+            assert row is not None
+            await self._apply(conn, row, Move("fail", error=error), now=now, cause=step)
+
+
+def _plan_order(order: OrderRow, items: list[Any]) -> tuple[str, PreparedRequest] | None:
+    states = [item["state"] for item in items]
+    live = [s for s in states if not is_settled(s) and s != "cancelling"]
+    if order.provider_order_id is None:
+        if not live:
+            return None
+        body = {
+            "customer": order.customer,
+            "lineItems": [],
+            "metadata": {**order.metadata, "crmOrderId": order.order_id},
+        }
+        key = order_key(order, "create_order")
+        return "create_order", PreparedRequest(
+            method="POST", path="/orders", body=canonical_json(body), idempotency_key=key
+        )
+    if order.submitted_at is None and live and all(s == "awaiting_submission" for s in live):
+        key = order_key(order, "submit_order")
+        return "submit_order", PreparedRequest(
+            method="POST",
+            path=f"/orders/{order.provider_order_id}/submit",
+            body=canonical_json({}),
+            idempotency_key=key,
+        )
+    added = [item for item in items if (item["context"] or {}).get("item_added")]
+    if (
+        order.submitted_at is None
+        and order.cancelled_at is None
+        and added
+        and all(s == "cancelled" for s in states)
+    ):
+        key = order_key(order, "cancel_order")
+        return "cancel_order", PreparedRequest(
+            method="POST",
+            path=f"/orders/{order.provider_order_id}/cancel",
+            body=canonical_json({"reason": "CRM order cancelled"}),
+            idempotency_key=key,
+        )
+    return None
+
+
+async def lock_order(conn: asyncpg.Connection, order_id: str) -> OrderRow | None:
+    record = await conn.fetchrow(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE", order_id
+    )
+    return OrderRow.from_record(record) if record else None

@@ -1,0 +1,52 @@
+"""The asyncpg pool with our codecs: jsonb in and out as Python objects."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from orchestrator.errors import StoreError
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name,
+            encoder=lambda v: json.dumps(v, separators=(",", ":")),
+            decoder=json.loads,
+            schema="pg_catalog",
+        )
+
+
+async def connect(database_url: str) -> asyncpg.Connection:
+    """One connection with the same codecs as the pool (for LISTEN and advisory locks)."""
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot connect to the database: {exc}") from exc
+    await _init_connection(conn)
+    return conn
+
+
+@contextlib.asynccontextmanager
+async def open_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 10
+) -> AsyncIterator[asyncpg.Pool]:
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            database_url, min_size=min_size, max_size=max_size, init=_init_connection
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StoreError(f"cannot connect to the database: {exc}") from exc
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def row_dict(record: Any) -> dict[str, Any]:
+    return dict(record.items())

@@ -1,0 +1,149 @@
+"""The engine's pure decisions: what a line item does next, from its row and provider snapshots."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from orchestrator.engine._plan import (
+    Call,
+    Move,
+    Poll,
+    Snapshot,
+    Wait,
+    decide_from_snapshot,
+    plan_item,
+    step_key,
+)
+from orchestrator.engine._rows import OrderRow, WorkflowRow
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _row(state: str, spec: dict[str, Any], **context: Any) -> WorkflowRow:
+    return WorkflowRow(
+        workflow_id=uuid.UUID(int=7), order_id="o-1", line_item_id="li-1", line_item_type="SUBSCRIPTION",
+        definition_version=1, state=state, spec={"type": "SUBSCRIPTION", "lineItemId": "li-1", **spec},
+        secrets=None, context=dict(context), generation=0, sequence=1, version=1, resume_state=None,
+        error=None, attempts=0,
+    )  # fmt: skip
+
+
+def _order(provider_order_id: str | None = "po-1", submitted: bool = False) -> OrderRow:
+    return OrderRow(
+        order_id="o-1", customer={"customerId": "c-1"}, metadata={}, provider_order_id=provider_order_id,
+        state="in_progress", status_sequence=1, generation=0, submitted_at=NOW if submitted else None,
+        cancelled_at=None,
+    )  # fmt: skip
+
+
+def test_assigned_number_waits_for_the_provider_order_then_adds_itself() -> None:
+    row = _row("received", {"productOfferingId": "plan"})
+    assert plan_item(row, _order(provider_order_id=None), now=NOW) == Wait(None)
+    plan = plan_item(row, _order(), now=NOW)
+    assert isinstance(plan, Call)
+    assert plan.step == "add_item"
+    assert plan.request.path == "/orders/po-1/line-items"
+    assert plan.request.idempotency_key == step_key(row, "add_item")
+    assert plan.on_success({}) == Move("item_added", context={"item_added": True})
+
+
+def test_the_same_step_always_gets_the_same_key_and_bytes() -> None:
+    first = plan_item(_row("received", {"productOfferingId": "plan", "msisdn": None}), _order(), now=NOW)
+    again = plan_item(_row("received", {"msisdn": None, "productOfferingId": "plan"}), _order(), now=NOW)
+    assert isinstance(first, Call)
+    assert isinstance(again, Call)
+    assert (first.request.idempotency_key, first.request.body) == (
+        again.request.idempotency_key,
+        again.request.body,
+    )
+
+
+def test_a_valid_lease_is_confirmed_and_an_expired_one_fails_with_a_clear_code() -> None:
+    spec = {"msisdn": "+46700000001", "leaseToken": "lease-1"}
+    valid = _row("received", {**spec, "leaseExpiresAt": (NOW + timedelta(hours=1)).isoformat()})
+    assert plan_item(valid, _order(), now=NOW) == Move("lease_confirmed", context={"msisdn": "+46700000001"})
+    expired = _row("number_leased", {**spec, "leaseExpiresAt": (NOW - timedelta(minutes=1)).isoformat()})
+    plan = plan_item(expired, _order(), now=NOW)
+    assert isinstance(plan, Move)
+    assert plan.event == "fail"
+    assert plan.error is not None
+    assert plan.error["code"] == "lease_expired"
+
+
+def test_the_crm_only_lease_expiry_is_not_sent_to_the_provider() -> None:
+    spec = {
+        "msisdn": "+46700000001",
+        "leaseToken": "lease-1",
+        "leaseExpiresAt": (NOW + timedelta(hours=1)).isoformat(),
+    }
+    plan = plan_item(_row("number_leased", spec), _order(), now=NOW)
+    assert isinstance(plan, Call)
+    assert plan.request.body is not None
+    assert b"leaseExpiresAt" not in plan.request.body
+    assert b"lease-1" in plan.request.body
+
+
+def test_submitted_items_poll_the_provider() -> None:
+    plan = plan_item(_row("submitted", {}), _order(submitted=True), now=NOW)
+    assert plan == Poll(provider_order_id="po-1", subscription_id=None, porting=False)
+
+
+def test_activation_is_deferred_until_the_scheduled_date() -> None:
+    row = _row("submitted", {"scheduleActivationAt": "2026-12-01"}, subscription_id="s-1")
+    snap = Snapshot(order=None, subscription={"subscriptionId": "s-1", "status": "PENDING"}, porting=None)
+    decision = decide_from_snapshot(row, snap, today=date(2026, 11, 25))
+    assert decision == Move(
+        "activation_deferred", context={"subscription_id": "s-1", "scheduled_activation_date": "2026-12-01"}
+    )
+
+
+def test_temp_number_then_the_ported_number() -> None:
+    spec = {"msisdn": "+46701111111", "porting": {"details": {}}, "tempNumber": True}
+    pending = _row("porting_pending", spec, subscription_id="s-1")
+    on_temp = Snapshot(
+        order=None, subscription={"subscriptionId": "s-1", "status": "ACTIVATED", "msisdn": "+46709999999"},
+        porting={"status": "IN_PROGRESS"},
+    )  # fmt: skip
+    moved = decide_from_snapshot(pending, on_temp, today=NOW.date())
+    assert isinstance(moved, Move)
+    assert moved.event == "temp_number_activated"
+    assert moved.context["temporary_msisdn"] == "+46709999999"
+    assert moved.context["ported_msisdn"] == "+46701111111"
+    temp = _row("temp_number_active", spec, subscription_id="s-1")
+    ported = Snapshot(
+        order=None, subscription={"subscriptionId": "s-1", "status": "ACTIVATED", "msisdn": "+46701111111"},
+        porting={"status": "COMPLETED"},
+    )  # fmt: skip
+    done = decide_from_snapshot(temp, ported, today=NOW.date())
+    assert isinstance(done, Move)
+    assert done.event == "activate"
+    assert done.context["msisdn"] == "+46701111111"
+
+
+def test_a_failed_port_fails_the_workflow_with_port_failed() -> None:
+    row = _row(
+        "porting_pending", {"msisdn": "+46701111111", "porting": {"details": {}}}, subscription_id="s-1"
+    )
+    snap = Snapshot(
+        order=None, subscription={"subscriptionId": "s-1", "status": "PENDING"}, porting={"status": "FAILED"}
+    )
+    decision = decide_from_snapshot(row, snap, today=NOW.date())
+    assert isinstance(decision, Move)
+    assert decision.event == "fail"
+    assert decision.error is not None
+    assert decision.error["code"] == "port_failed"
+
+
+def test_cancelling_a_live_subscription_cancels_it_at_the_provider() -> None:
+    row = _row("cancelling", {}, subscription_id="s-1", cancel_reason="CUSTOMER_REQUEST")
+    plan = plan_item(row, _order(submitted=True), now=NOW)
+    assert isinstance(plan, Call)
+    assert plan.step == "cancel_subscription"
+    assert plan.request.path == "/subscriptions/s-1/cancel"
+    assert plan.on_success({}) == Move("compensated")
+
+
+def test_cancelling_before_anything_reached_the_provider_needs_no_call() -> None:
+    assert plan_item(_row("cancelling", {}), _order(provider_order_id=None), now=NOW) == Move("compensated")
