@@ -27,6 +27,9 @@ from orchestrator.events import (
 from orchestrator.machines import derive_order_state
 
 STATUS_SOURCE = "urn:provisioning-orchestrator"
+# Timer kinds: the next step of a line item workflow, and of its order.
+STEP = "step"
+ORDER_STEP = "order_step"
 
 
 async def _outbox(conn: asyncpg.Connection, *, topic: str, record: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from orchestrator.engine._intake import ORDER_STEP, STEP
+from orchestrator.engine._journal import ORDER_STEP, STEP
 from orchestrator.errors import OrchestratorError
 from orchestrator.logs import get_logger
 from orchestrator.store import connect

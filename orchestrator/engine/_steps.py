@@ -28,8 +28,9 @@ from orchestrator.engine._calls import (
     send,
 )
 from orchestrator.engine._clock import Clock
-from orchestrator.engine._intake import ORDER_STEP, STEP
 from orchestrator.engine._journal import (
+    ORDER_STEP,
+    STEP,
     lock_workflow,
     record_change,
     refresh_order_state,
