@@ -41,12 +41,13 @@ _KNOWN_PORTING_KEYS = frozenset(
 
 
 def decode_crm_event(
-    *, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    *, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
 ) -> CrmEvent:
     """Decode and validate one CRM record, or raise `InvalidEventError` saying why.
 
     A missing key is accepted; a key that is present must equal `data.orderId`, because the key is
-    what keeps one order's events in order on one partition.
+    what keeps one order's events in order on one partition. Header values may be None (Kafka allows
+    it); only `content-type` and `ce_*` headers are read.
     """
     try:
         raw_headers = _decode_headers(headers)
