@@ -56,7 +56,7 @@ async def serve_in_loop(app: object, *, startup_timeout_s: float = 10.0) -> Asyn
     task = asyncio.get_running_loop().create_task(server.serve(), name="embedded-http-server")
     try:
         async with asyncio.timeout(startup_timeout_s):
-            while not server.started and not task.done():
+            while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes a flag, no event
                 await asyncio.sleep(0.005)
         if not server.started:
             await task  # surfaces the start-up exception if there was one
