@@ -4,6 +4,7 @@ lettering, and relaying the transactional outbox. Other packages import only fro
 - `EventConsumer` — consumer group over topics; per-partition order; at-least-once; DLQ routing.
 - `DeadLetter` — raised by a handler to send its record to the DLQ with a reason.
 - `DeadLetterPublisher` — the original record plus `dlq_*` headers, acked by the broker.
+- `IdempotentProducer` — a lazily (re)started idempotent producer with bounded waits for acks.
 - `OutboxRelay` — one leader (advisory lock) publishes `outbox` rows in id order, woken by NOTIFY.
 """
 
@@ -11,6 +12,7 @@ from orchestrator.kafka._consumer import ConsumerCounters, EventConsumer, Handle
 from orchestrator.kafka._dlq import DeadLetterPublisher, dead_letter_headers
 from orchestrator.kafka._errors import DeadLetter, KafkaEdgeError, LifecycleError
 from orchestrator.kafka._lifecycle import State
+from orchestrator.kafka._producer import IdempotentProducer
 from orchestrator.kafka._records import ConsumedRecord
 from orchestrator.kafka._relay import (
     OUTBOX_CHANNEL,
@@ -32,6 +34,7 @@ __all__ = [
     "DeadLetterPublisher",
     "EventConsumer",
     "Handler",
+    "IdempotentProducer",
     "KafkaEdgeError",
     "LifecycleError",
     "OutboxFormatError",

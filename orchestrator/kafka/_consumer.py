@@ -214,6 +214,7 @@ class EventConsumer:
             return
         self._state = State.STOPPING
         self._stop_fetching.set()
+        self._signal_stop(list(self._partitions.values()))  # start no further record from now on
         if self._fetch_task is not None:
             # getmany returns within fetch_timeout_ms; a rebalance callback may add the grace period
             _, pending = await asyncio.wait(
@@ -438,16 +439,21 @@ class EventConsumer:
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
         await self._release([self._partitions[tp] for tp in revoked if tp in self._partitions])
 
+    @staticmethod
+    def _signal_stop(parts: list[_Partition]) -> None:
+        """Workers finish the record in flight (a backoff wait ends at once) and start no other."""
+        for part in parts:
+            part.stopping = True
+            part.wake.set()
+            part.has_work.set()
+
     async def _release(self, parts: list[_Partition]) -> None:
         """Stop these workers after their in-flight record, commit what they handled, forget them.
 
         Records queued but not started are dropped: they are not committed, so the partition's next
         owner (maybe this process again) fetches them from the committed offset.
         """
-        for part in parts:
-            part.stopping = True
-            part.wake.set()
-            part.has_work.set()
+        self._signal_stop(parts)
         tasks = [p.task for p in parts if p.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self._stop_grace_s)

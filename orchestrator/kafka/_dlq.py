@@ -15,7 +15,7 @@ from typing import Self
 
 from orchestrator.kafka._errors import LifecycleError
 from orchestrator.kafka._lifecycle import State
-from orchestrator.kafka._producer import LazyProducer
+from orchestrator.kafka._producer import IdempotentProducer
 from orchestrator.kafka._records import ConsumedRecord
 from orchestrator.logs import get_logger
 
@@ -67,7 +67,7 @@ class DeadLetterPublisher:
         send_timeout_s: float = 30.0,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self._producer = LazyProducer(
+        self._producer = IdempotentProducer(
             bootstrap_servers=bootstrap_servers, client_id=client_id, start_timeout_s=send_timeout_s
         )
         self._send_timeout_s = send_timeout_s
@@ -113,13 +113,9 @@ class DeadLetterPublisher:
         if self._state is not State.RUNNING:
             raise LifecycleError(f"DeadLetterPublisher is {self._state.value}, not running")
         headers = dead_letter_headers(record, reason=reason, error=error, at=self._clock())
-        try:
-            partition, offset = await self._producer.send_and_wait(
-                topic, key=record.key, value=record.value, headers=headers, timeout_s=self._send_timeout_s
-            )
-        except Exception:
-            await self._producer.reset()
-            raise
+        partition, offset = await self._producer.send_and_wait(
+            topic, key=record.key, value=record.value, headers=headers, timeout_s=self._send_timeout_s
+        )
         self.published += 1
         log.warning(
             "record_dead_lettered",

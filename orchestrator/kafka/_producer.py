@@ -17,7 +17,7 @@ log = get_logger(__name__)
 Headers = Sequence[tuple[str, bytes]]
 
 
-class LazyProducer:
+class IdempotentProducer:
     """Owns at most one started `AIOKafkaProducer(enable_idempotence=True)` (acks=all).
 
     `ensure()` starts one when none is running; a start that fails leaves nothing behind and the

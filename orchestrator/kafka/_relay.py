@@ -45,7 +45,7 @@ import asyncpg
 
 from orchestrator.kafka._errors import KafkaEdgeError, LifecycleError, kafka_errors
 from orchestrator.kafka._lifecycle import State
-from orchestrator.kafka._producer import LazyProducer
+from orchestrator.kafka._producer import IdempotentProducer
 from orchestrator.logs import get_logger
 
 log = get_logger(__name__)
@@ -139,7 +139,7 @@ class OutboxRelay:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._database_url = database_url
-        self._producer = LazyProducer(
+        self._producer = IdempotentProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             start_timeout_s=send_timeout_s,
@@ -228,7 +228,9 @@ class OutboxRelay:
         attempt = 0
         while not self._stopping.is_set():
             try:
-                conn = await asyncio.wait_for(asyncpg.connect(self._database_url), 10)
+                conn = await asyncio.wait_for(
+                    asyncpg.connect(self._database_url, command_timeout=self._send_timeout_s), 10
+                )
             except _PG_ERRORS as exc:
                 delay = self._backoff(attempt)
                 attempt += 1
@@ -263,6 +265,9 @@ class OutboxRelay:
         def on_notify(*_: object) -> None:
             self._wake.set()
 
+        # A session Postgres drops while we idle would otherwise go unnoticed until the next poll:
+        # wake up, let the next query fail, and reconnect.
+        conn.add_termination_listener(on_notify)
         await conn.add_listener(OUTBOX_CHANNEL, on_notify)
         self._is_leader = True
         log.info("outbox_relay_leading")
@@ -272,6 +277,7 @@ class OutboxRelay:
             self._is_leader = False
             if not conn.is_closed():
                 with contextlib.suppress(*_PG_ERRORS):
+                    conn.remove_termination_listener(on_notify)
                     await conn.remove_listener(OUTBOX_CHANNEL, on_notify)
                     await conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
 
