@@ -119,6 +119,15 @@ def demo() -> None:
         raise _fail(exc) from exc
 
 
+def _register_sandbox() -> None:
+    from orchestrator.sandbox.cli import sandbox_command  # noqa: PLC0415
+
+    app.command("sandbox")(sandbox_command)
+
+
+_register_sandbox()
+
+
 def main() -> None:
     # Typer handles SIGINT as KeyboardInterrupt; exit 130 like a shell would, without a traceback.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

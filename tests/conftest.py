@@ -8,6 +8,8 @@ reason: nothing here skips.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,11 +29,20 @@ def replace_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalStack]:
-    """Kafka and PostgreSQL (or the server in DATABASE_URL) for the whole session."""
-    run_dir: Path = tmp_path_factory.mktemp("stack")
-    async with local_stack(run_dir=run_dir, external_database_url=os.environ.get("DATABASE_URL")) as running:
-        yield running
+async def stack() -> AsyncIterator[LocalStack]:
+    """Kafka and PostgreSQL (or the server in DATABASE_URL) for the whole session.
+
+    Not under pytest's tmp dir: pytest resets that tree to mode 0700 whenever another session
+    starts, which would lock out the unprivileged user Postgres runs as.
+    """
+    run_dir = Path(tempfile.mkdtemp(prefix="orchestrator-test-stack-"))
+    try:
+        async with local_stack(
+            run_dir=run_dir, external_database_url=os.environ.get("DATABASE_URL")
+        ) as running:
+            yield running
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture

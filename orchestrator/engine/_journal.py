@@ -24,6 +24,7 @@ from orchestrator.events import (
     StepError,
     encode_status_event,
 )
+from orchestrator.kafka import encode_outbox_headers
 from orchestrator.machines import derive_order_state
 
 STATUS_SOURCE = "urn:provisioning-orchestrator"
@@ -33,7 +34,7 @@ ORDER_STEP = "order_step"
 
 
 async def _outbox(conn: asyncpg.Connection, *, topic: str, record: Any) -> None:
-    headers = [[name, value.decode("utf-8")] for name, value in record.headers]
+    headers = encode_outbox_headers(record.headers)
     await conn.execute(
         "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
         topic,

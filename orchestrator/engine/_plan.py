@@ -249,11 +249,11 @@ def _decide_port(
     ported = row.spec.get("msisdn")
     port_status = (porting or {}).get("status")
     status, msisdn = sub.get("status"), sub.get("msisdn")
+    if row.current == "submitted":
+        return Move("port_requested", context=ctx)  # reported even if the port has already failed
     if port_status == "FAILED":
         message = "the provider reports the port-in failed; correct the porting details and replay"
         return _fail("port_failed", message, "porting", context=ctx)
-    if row.current == "submitted":
-        return Move("port_requested", context=ctx)
     if port_status == "COMPLETED" and status == "ACTIVATED" and msisdn == ported:
         return Move("activate", context={**ctx, "msisdn": msisdn, "temporary_msisdn": None})
     if (

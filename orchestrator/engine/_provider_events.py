@@ -1,0 +1,63 @@
+"""Provider webhooks (from `connect.events.v1`) as hints: each one makes the affected workflows
+poll the provider now.
+
+Webhooks arrive twice, late and out of order, so their content is never trusted as state: the
+step that runs next reads the provider (GET) and decides. That makes duplicates and reordering
+harmless by construction; the inbox still drops exact redeliveries so they cost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+from pydantic import ValidationError
+
+from orchestrator.engine._clock import Clock
+from orchestrator.engine._journal import STEP, schedule
+from orchestrator.events import ProviderWebhookEvent
+from orchestrator.kafka import ConsumedRecord, DeadLetter
+from orchestrator.logs import get_logger
+
+log = get_logger(__name__)
+SOURCE = "connect"
+
+
+class ProviderEventIntake:
+    def __init__(self, *, pool: asyncpg.Pool, clock: Clock) -> None:
+        self._pool = pool
+        self._clock = clock
+
+    async def __call__(self, record: ConsumedRecord) -> None:
+        try:
+            event = ProviderWebhookEvent.model_validate(json.loads(record.value or b""))
+        except (ValueError, ValidationError) as exc:
+            raise DeadLetter(reason="invalid_webhook", error=str(exc)[:500]) from exc
+        data = event.data
+        order = data.get("order") if isinstance(data.get("order"), dict) else {}
+        subscription_id = data.get("subscriptionId")
+        provider_order_id = data.get("orderId") or (order or {}).get("orderId")
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh = await conn.fetchval(
+                """INSERT INTO inbox (source, event_id, event_type, topic, partition, "offset")
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
+                SOURCE,
+                event.event_id,
+                event.type,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            if not fresh:
+                return
+            rows = await conn.fetch(
+                """SELECT w.workflow_id FROM workflows w JOIN orders o USING (order_id)
+                   WHERE w.state NOT IN ('activated', 'completed', 'cancelled', 'failed')
+                     AND ((w.context ->> 'subscription_id') = $1 OR o.provider_order_id = $2)""",
+                subscription_id,
+                provider_order_id,
+            )
+            now = self._clock.now()
+            for row in rows:
+                await schedule(conn, kind=STEP, workflow_id=row["workflow_id"], due_at=now)
+        log.debug("provider event", type=event.type, event_id=event.event_id, workflows=len(rows))
