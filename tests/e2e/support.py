@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import defaultdict
@@ -114,10 +115,8 @@ class TopicReader:
             if remaining <= 0:
                 raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
-            except TimeoutError:
-                pass
 
 
 class StatusEvents(TopicReader):
