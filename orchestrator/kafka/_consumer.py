@@ -15,7 +15,8 @@ How a record flows:
 4. `DeadLetter` from the handler: the record is published to the partition topic's DLQ and only
    after the broker's ack counts as handled. Any other exception: the same record is retried with
    capped exponential backoff, forever, without committing past it (logged and counted each time).
-   `stop()` and revocation interrupt the wait.
+   `stop()` and revocation interrupt the wait. A DLQ publish that fails (broker down) is retried
+   the same way, handler included: handlers are idempotent through the inbox.
 
 A topic without a DLQ mapping: `DeadLetter` is logged at error level (`dead_letter_without_dlq`) and
 treated like any other handler failure: the record is retried with backoff and never committed
