@@ -218,6 +218,7 @@ class CrmIntake:
         else:
             row.context["porting_update_due"] = True
         await save_with_step(conn, row, now=now)
+        await schedule(conn, kind=ORDER_STEP, order_id=row.order_id, due_at=now)
         await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
 
     async def _cancelled(
@@ -235,6 +236,8 @@ class CrmIntake:
             outcome = try_event(machine, event="cancel")
             if isinstance(outcome, _Moved) and outcome.changed:
                 row.context["cancel_reason"] = str(data.reason)
+                if data.comment:
+                    row.context["cancel_comment"] = data.comment
                 await record_change(
                     conn,
                     row,

@@ -146,10 +146,11 @@ def _plan_compensation(row: WorkflowRow, order: OrderRow) -> Plan:
     """Undo what the provider has for this item. A lease needs nothing: it lapses by itself."""
     subscription_id = row.context.get("subscription_id")
     if subscription_id:
+        # The CRM's reasons are Connect's own enum, so they pass straight through.
         body = {
             "when": "CancelNextDay",
-            "reason": "OTHER",
-            "comment": f"CRM cancel: {row.context.get('cancel_reason')}",
+            "reason": row.context.get("cancel_reason") or "OTHER",
+            "comment": row.context.get("cancel_comment") or "cancelled by the CRM order",
         }
         request = PreparedRequest(
             method="POST",

@@ -137,7 +137,7 @@ def test_a_failed_port_fails_the_workflow_with_port_failed() -> None:
 
 
 def test_cancelling_a_live_subscription_cancels_it_at_the_provider() -> None:
-    row = _row("cancelling", {}, subscription_id="s-1", cancel_reason="CUSTOMER_REQUEST")
+    row = _row("cancelling", {}, subscription_id="s-1", cancel_reason="NO_NEED")
     plan = plan_item(row, _order(submitted=True), now=NOW)
     assert isinstance(plan, Call)
     assert plan.step == "cancel_subscription"
