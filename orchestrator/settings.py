@@ -31,6 +31,9 @@ class KafkaSettings(_Group):
     orders_dlq_topic: str = Field("crm.orders.v1.dlq", description="invalid CRM events, with the reason")
     status_topic: str = Field("provisioning.status.v1", description="provisioning status events (produced)")
     connect_events_topic: str = Field("connect.events.v1", description="provider webhooks, carried on Kafka")
+    connect_events_dlq_topic: str = Field(
+        "connect.events.v1.dlq", description="provider events the engine cannot read, with the reason"
+    )
     consumer_group: str = Field("provisioning-orchestrator", description="consumer group of the workers")
     client_id: str = Field("provisioning-orchestrator", description="Kafka client id prefix")
 
@@ -88,6 +91,14 @@ class ConnectSettings(_Group):
         return value.rstrip("/")
 
 
+class WebhookSettings(_Group):
+    host: str = Field("127.0.0.1", description="interface the webhook ingress binds")
+    port: Port = Field(8082, description="port of the webhook ingress")
+    api_key: SecretStr | None = Field(
+        None, description="X-Api-Key the provider's deliveries must carry; unset disables the ingress"
+    )
+
+
 class HttpServerSettings(_Group):
     host: str = Field("127.0.0.1", description="interface to bind")
     port: Port = Field(8082, description="port to bind")
@@ -107,7 +118,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     database: DatabaseSettings = DatabaseSettings()
     connect: ConnectSettings = ConnectSettings()
-    webhook: HttpServerSettings = HttpServerSettings(port=8082)
+    webhook: WebhookSettings = WebhookSettings()
     admin: HttpServerSettings = HttpServerSettings(port=8083)
     log_level: str = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from orchestrator.connect import PreparedRequest, canonical_json
@@ -194,8 +194,9 @@ def poll_delay(attempt: int) -> float:
     return float(min(30.0, 0.5 * 2 ** min(attempt, 6)))
 
 
-def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, today: date) -> Move | Wait:  # noqa: PLR0911
+def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, now: datetime) -> Move | Wait:  # noqa: PLR0911
     """Turn what the provider says into the workflow's next move."""
+    today = now.date()
     ctx: dict[str, Any] = {}
     if snap.subscription is not None:
         ctx["subscription_id"] = snap.subscription.get("subscriptionId")
@@ -203,15 +204,13 @@ def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, today: date) -> Mo
     if row.current == "cancelling":
         if snap.subscription is not None:
             return Wait(0)  # subscription id now known: the next plan cancels it
-        return (
-            Move("compensated") if order_state in ("CANCELLED", "EXPIRED") else Wait(poll_delay(row.attempts))
-        )
+        return Move("compensated") if order_state in ("CANCELLED", "EXPIRED") else _again(row, now)
     if row.line_item_type != "SUBSCRIPTION":
         if order_state == "COMPLETED":
             return Move("complete" if row.line_item_type in ONE_OFF_TYPES else "activate")
-        return _order_gone(order_state) or Wait(poll_delay(row.attempts))
+        return _order_gone(order_state) or _again(row, now)
     if snap.subscription is None:
-        return _order_gone(order_state) or Wait(poll_delay(row.attempts))
+        return _order_gone(order_state) or _again(row, now)
     if snap.subscription.get("status") == "CANCELLED":
         return _fail("subscription_cancelled", "the provider cancelled the subscription", "poll", context=ctx)
     if snap.porting is not None or row.spec.get("porting"):
@@ -222,7 +221,18 @@ def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, today: date) -> Mo
         return decision
     if ctx and not row.context.get("subscription_id"):
         return Move("", ctx)  # remember the subscription id (no transition)
-    return Wait(poll_delay(row.attempts))
+    return _again(row, now)
+
+
+def _again(row: WorkflowRow, now: datetime) -> Wait:
+    """When to look again. Waiting for a date, sleep until it (at most an hour at a time, so a
+    moved date is noticed); otherwise back off. A webhook moves the next look to now anyway."""
+    delay = poll_delay(int(row.context.get("polls", 0)))
+    wanted = row.context.get("scheduled_activation_date")
+    if row.current == "activation_scheduled" and wanted:
+        until = (datetime.combine(date.fromisoformat(wanted), time.min, tzinfo=UTC) - now).total_seconds()
+        delay = max(delay, min(until, 3600.0))
+    return Wait(delay)
 
 
 def _order_gone(order_state: Any) -> Move | None:

@@ -2,7 +2,8 @@
 
 Start-up order is the reverse of the documented shutdown order, which is:
 
-1. stop intake (the consumer finishes in-flight records and commits their offsets);
+1. stop intake: the webhook ingress, then the consumer (it finishes in-flight records and commits
+   their offsets);
 2. stop the scheduler (in-flight steps finish within the grace period; unfinished claims are
    released so another worker takes them at once);
 3. stop the outbox relay (whatever it has not published, the next leader publishes);
@@ -26,6 +27,7 @@ from orchestrator.engine._steps import StepRunner
 from orchestrator.kafka import ConsumedRecord, DeadLetterPublisher, EventConsumer, OutboxRelay
 from orchestrator.settings import Settings
 from orchestrator.store import open_pool
+from orchestrator.webhooks import WEBHOOK_PATH, create_webhook_app, serve_webhooks
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Worker:
     consumer: EventConsumer
     scheduler: Scheduler
     relay: OutboxRelay
+    webhook_url: str | None  # where the provider should POST its events; None when the ingress is off
 
 
 def default_worker_id() -> str:
@@ -100,9 +103,26 @@ async def running_worker(
                 group_id=kafka.consumer_group,
                 topics=[kafka.orders_topic, kafka.connect_events_topic],
                 handler=handle,
-                dlq_topics={kafka.orders_topic: kafka.orders_dlq_topic},
+                dlq_topics={
+                    kafka.orders_topic: kafka.orders_dlq_topic,
+                    kafka.connect_events_topic: kafka.connect_events_dlq_topic,
+                },
                 dead_letters=dead_letters,
                 client_id=kafka.client_id,
             )
         )
-        yield Worker(worker_id=worker_id, consumer=consumer, scheduler=scheduler, relay=relay)
+        webhook_url = None
+        if settings.webhook.api_key is not None:
+            app = create_webhook_app(
+                bootstrap_servers=kafka.bootstrap_servers,
+                api_key=settings.webhook.api_key,
+                topic=kafka.connect_events_topic,
+                client_id=f"{kafka.client_id}-webhooks",
+            )
+            base = await stack.enter_async_context(
+                serve_webhooks(app, host=settings.webhook.host, port=settings.webhook.port)
+            )
+            webhook_url = base + WEBHOOK_PATH
+        yield Worker(
+            worker_id=worker_id, consumer=consumer, scheduler=scheduler, relay=relay, webhook_url=webhook_url
+        )

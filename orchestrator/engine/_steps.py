@@ -128,7 +128,7 @@ class StepRunner:
                     if row is None or row.version != version:
                         await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=self._clock.now())
                         return
-                    decision = decide_from_snapshot(row, snapshot, today=self._clock.now().date())
+                    decision = decide_from_snapshot(row, snapshot, now=self._clock.now())
                     await self._apply(conn, row, decision, now=self._clock.now(), cause="poll")
                 return
             assert isinstance(plan, Call)
@@ -237,6 +237,8 @@ class StepRunner:
     ) -> None:
         """Apply a Move or Wait decided under the row lock, in the caller's transaction."""
         if isinstance(plan, Wait):
+            if cause == "poll":
+                row.context["polls"] = int(row.context.get("polls", 0)) + 1
             await save_workflow(conn, row)
             if plan.delay_s is not None:
                 await schedule(
@@ -270,6 +272,7 @@ class StepRunner:
         for key in [k for k, v in plan.context.items() if v is None]:
             row.context.pop(key, None)
         row.attempts = 0
+        row.context.pop("polls", None)
         if row.current == "activated" and row.secrets:
             row.secrets = None  # porting credentials are kept no longer than the port needs
         if outcome.changed:

@@ -145,8 +145,14 @@ async def test_an_expired_lease_fails_and_an_amendment_with_a_fresh_lease_resume
         what="the amended item to activate",
     )
     assert status.states("o-relea", "li-1") == [
-        "received", "failed", "received", "number_leased", "awaiting_submission", "submitted", "activated",
-    ]  # fmt: skip
+        "received",
+        "failed",
+        "received",
+        "number_leased",
+        "awaiting_submission",
+        "submitted",
+        "activated",
+    ]
     assert status.line_items("o-relea")["li-1"][-1]["msisdn"] == fresh["numbers"][0]["msisdn"]
     assert len(effects(await control.ledger(kind="effect"), "order.submitted")) == 1
 

@@ -69,8 +69,12 @@ async def test_pool_number_with_lease(
     await publish(settings, "o-lease", crm_event("crm.order.submitted", order_submitted("o-lease", item)))
     await status.until_settled("o-lease", 1)
     assert status.states("o-lease", "li-1") == [
-        "received", "number_leased", "awaiting_submission", "submitted", "activated",
-    ]  # fmt: skip
+        "received",
+        "number_leased",
+        "awaiting_submission",
+        "submitted",
+        "activated",
+    ]
     assert status.line_items("o-lease")["li-1"][-1]["msisdn"] == number
     ledger = await control.ledger(kind="effect")
     _once_each(ledger)
@@ -85,8 +89,12 @@ async def test_port_in_without_temporary_number(
     await publish(settings, "o-port", crm_event("crm.order.submitted", order_submitted("o-port", item)))
     await status.until_settled("o-port", 1)
     assert status.states("o-port", "li-1") == [
-        "received", "awaiting_submission", "submitted", "porting_pending", "activated",
-    ]  # fmt: skip
+        "received",
+        "awaiting_submission",
+        "submitted",
+        "porting_pending",
+        "activated",
+    ]
     final = status.line_items("o-port")["li-1"][-1]
     assert final["msisdn"] == ported
     assert final["temporaryMsisdn"] is None
@@ -104,8 +112,13 @@ async def test_port_in_with_temporary_number(
     await status.until_settled("o-temp", 1)
     events = status.line_items("o-temp")["li-1"]
     assert [e["state"] for e in events] == [
-        "received", "awaiting_submission", "submitted", "porting_pending", "temp_number_active", "activated",
-    ]  # fmt: skip
+        "received",
+        "awaiting_submission",
+        "submitted",
+        "porting_pending",
+        "temp_number_active",
+        "activated",
+    ]
     on_temp = events[-2]
     assert on_temp["portedMsisdn"] == ported
     assert on_temp["temporaryMsisdn"] not in (None, ported)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orchestrator.engine._plan import (
@@ -93,7 +93,7 @@ def test_submitted_items_poll_the_provider() -> None:
 def test_activation_is_deferred_until_the_scheduled_date() -> None:
     row = _row("submitted", {"scheduleActivationAt": "2026-12-01"}, subscription_id="s-1")
     snap = Snapshot(order=None, subscription={"subscriptionId": "s-1", "status": "PENDING"}, porting=None)
-    decision = decide_from_snapshot(row, snap, today=date(2026, 11, 25))
+    decision = decide_from_snapshot(row, snap, now=NOW)
     assert decision == Move(
         "activation_deferred", context={"subscription_id": "s-1", "scheduled_activation_date": "2026-12-01"}
     )
@@ -106,7 +106,7 @@ def test_temp_number_then_the_ported_number() -> None:
         order=None, subscription={"subscriptionId": "s-1", "status": "ACTIVATED", "msisdn": "+46709999999"},
         porting={"status": "IN_PROGRESS"},
     )  # fmt: skip
-    moved = decide_from_snapshot(pending, on_temp, today=NOW.date())
+    moved = decide_from_snapshot(pending, on_temp, now=NOW)
     assert isinstance(moved, Move)
     assert moved.event == "temp_number_activated"
     assert moved.context["temporary_msisdn"] == "+46709999999"
@@ -116,7 +116,7 @@ def test_temp_number_then_the_ported_number() -> None:
         order=None, subscription={"subscriptionId": "s-1", "status": "ACTIVATED", "msisdn": "+46701111111"},
         porting={"status": "COMPLETED"},
     )  # fmt: skip
-    done = decide_from_snapshot(temp, ported, today=NOW.date())
+    done = decide_from_snapshot(temp, ported, now=NOW)
     assert isinstance(done, Move)
     assert done.event == "activate"
     assert done.context["msisdn"] == "+46701111111"
@@ -129,7 +129,7 @@ def test_a_failed_port_fails_the_workflow_with_port_failed() -> None:
     snap = Snapshot(
         order=None, subscription={"subscriptionId": "s-1", "status": "PENDING"}, porting={"status": "FAILED"}
     )
-    decision = decide_from_snapshot(row, snap, today=NOW.date())
+    decision = decide_from_snapshot(row, snap, now=NOW)
     assert isinstance(decision, Move)
     assert decision.event == "fail"
     assert decision.error is not None
