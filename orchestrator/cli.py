@@ -71,6 +71,28 @@ def migrate(
 
 
 @app.command()
+def run(
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Apply pending migrations before starting.")
+    ] = True,
+    worker_id: Annotated[
+        str | None, typer.Option(help="Stable id of this worker (default: host + random).")
+    ] = None,
+) -> None:
+    """Run the production worker until SIGTERM: intake, steps, timers, outbox relay, webhook ingress.
+
+    Several workers may run side by side (one consumer group; timers are claimed with SKIP LOCKED).
+    """
+    from orchestrator.worker_main import run_worker  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        asyncio.run(run_worker(settings, migrate_first=migrate_first, worker_id=worker_id))
+    except OrchestratorError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
 def dev(
     info_file: Annotated[
         Path | None, typer.Option(help="Write the connection details here as JSON once everything is ready.")
@@ -88,7 +110,7 @@ def dev(
     try:
         asyncio.run(
             run_dev_stack(
-                kafka=_settings().kafka,
+                base=_settings(),
                 info_file=info_file,
                 run_dir=run_dir,
                 database_url=os.environ.get("DATABASE_URL"),
@@ -99,24 +121,22 @@ def dev(
 
 
 @app.command()
-def demo() -> None:
-    """Start the whole local stack, send sample orders and show live progress.
-
-    Until the provisioning engine lands this starts the stack (like `dev`) and waits for Ctrl-C.
-    """
-    from orchestrator.devstack import run_dev_stack  # noqa: PLC0415
+def demo(
+    keep_running: Annotated[
+        bool, typer.Option(help="Leave the stack up after the demo, like `dev`.")
+    ] = False,
+) -> None:
+    """Start the whole local stack, send sample orders for every path and show live progress."""
+    from orchestrator.demo import run_demo  # noqa: PLC0415
 
     try:
-        asyncio.run(
-            run_dev_stack(
-                kafka=_settings().kafka,
-                info_file=None,
-                run_dir=None,
-                database_url=os.environ.get("DATABASE_URL"),
-            )
+        ok = asyncio.run(
+            run_demo(base=_settings(), database_url=os.environ.get("DATABASE_URL"), keep_running=keep_running)
         )
     except OrchestratorError as exc:
         raise _fail(exc) from exc
+    if not ok:
+        raise typer.Exit(code=1)
 
 
 def _register_sandbox() -> None:

@@ -1,47 +1,106 @@
-"""`orchestrator dev` and `orchestrator demo`: the local stack wired together in the foreground."""
+"""`orchestrator dev` and `orchestrator demo`: the whole local stack wired together.
+
+Kafka and PostgreSQL as real processes, the Connect sandbox and the worker (with its webhook
+ingress) in this process, wired to each other exactly as in production: the sandbox delivers its
+webhooks to the worker's ingress, the worker calls the sandbox with an API key.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.localstack import LocalStack, local_stack
+from pydantic import SecretStr
+
+from orchestrator.engine import Worker, running_worker
+from orchestrator.localstack import LocalStack, StackInfo, local_stack
+from orchestrator.localstack._ports import free_port
 from orchestrator.logs import configure_logging
-from orchestrator.settings import KafkaSettings
+from orchestrator.sandbox import RunningSandbox, SandboxConfig, run_sandbox
+from orchestrator.settings import DatabaseSettings, KafkaSettings, Settings, WebhookSettings
 from orchestrator.store import migrate
+from orchestrator.webhooks import WEBHOOK_PATH
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(message, flush=True)  # noqa: T201 - this is the command's own output
 
 
 def topics(kafka: KafkaSettings) -> list[str]:
-    return [kafka.orders_topic, kafka.orders_dlq_topic, kafka.status_topic, kafka.connect_events_topic]
+    return [
+        kafka.orders_topic,
+        kafka.orders_dlq_topic,
+        kafka.status_topic,
+        kafka.connect_events_topic,
+        kafka.connect_events_dlq_topic,
+    ]
+
+
+@dataclass
+class DevStack:
+    stack: LocalStack
+    sandbox: RunningSandbox
+    worker: Worker
+    settings: Settings
+
+    @property
+    def info(self) -> StackInfo:
+        return StackInfo(
+            kafka_bootstrap=self.stack.kafka.bootstrap_servers,
+            database_url=self.stack.database_url,
+            sandbox_url=self.sandbox.base_url,
+            sandbox_api_key=self.sandbox.config.api_key,
+            webhook_url=self.worker.webhook_url,
+        )
 
 
 @contextlib.asynccontextmanager
-async def running_stack(
-    *, kafka: KafkaSettings, run_dir: Path | None, database_url: str | None
-) -> AsyncIterator[LocalStack]:
-    """The stack, migrated and with the service's topics created, ready for a worker."""
+async def dev_stack(
+    *, base: Settings, run_dir: Path | None, database_url: str | None
+) -> AsyncIterator[DevStack]:
+    """Everything, migrated and wired, until the block exits (then stopped in reverse order)."""
     started = time.monotonic()
-    _say("starting Kafka (KRaft) and PostgreSQL…")
+    say("starting Kafka (KRaft) and PostgreSQL…")
     async with local_stack(run_dir=run_dir, external_database_url=database_url) as stack:
         report = await migrate(stack.database_url)
-        await stack.kafka.create_topics(topics(kafka))
-        _say(
-            f"ready in {time.monotonic() - started:.1f} s "
-            f"({len(report.applied)} migrations applied, {len(report.already_applied)} already there)"
+        await stack.kafka.create_topics(topics(base.kafka))
+        webhook_port = free_port()
+        webhook_key = secrets.token_urlsafe(16)
+        sandbox_config = SandboxConfig(
+            api_key=f"sandbox-{secrets.token_urlsafe(12)}",
+            webhook_url=f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",
+            webhook_secret=webhook_key,
+            seed=1,
         )
-        yield stack
-        _say("stopping…")
+        async with run_sandbox(sandbox_config) as sandbox:
+            settings = base.model_copy(
+                update={
+                    "kafka": base.kafka.model_copy(
+                        update={"bootstrap_servers": stack.kafka.bootstrap_servers}
+                    ),
+                    "database": DatabaseSettings(url=SecretStr(stack.database_url)),
+                    "connect": base.connect.model_copy(
+                        update={"base_url": sandbox.base_url, "api_key": SecretStr(sandbox_config.api_key)}
+                    ),
+                    "webhook": WebhookSettings(port=webhook_port, api_key=SecretStr(webhook_key)),
+                }
+            )
+            async with running_worker(settings) as worker:
+                say(
+                    f"ready in {time.monotonic() - started:.1f} s "
+                    f"({len(report.applied)} migrations applied, {len(report.already_applied)} already there)"
+                )
+                yield DevStack(stack=stack, sandbox=sandbox, worker=worker, settings=settings)
+                say("stopping…")
 
 
-def _stop_event() -> asyncio.Event:
+def stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -50,22 +109,25 @@ def _stop_event() -> asyncio.Event:
 
 
 async def run_dev_stack(
-    *, kafka: KafkaSettings, info_file: Path | None, run_dir: Path | None, database_url: str | None
+    *, base: Settings, info_file: Path | None, run_dir: Path | None, database_url: str | None
 ) -> None:
-    configure_logging(json=False)
-    stop = _stop_event()
-    async with running_stack(kafka=kafka, run_dir=run_dir, database_url=database_url) as stack:
-        info = stack.info
-        _say(f"  kafka_bootstrap  {info.kafka_bootstrap}")
-        _say(f"  database_url     {info.database_url}")
-        _say(f"  data and logs    {stack.run_dir}")
+    configure_logging(level="WARNING", json=False)
+    stop = stop_on_signals()
+    async with dev_stack(base=base, run_dir=run_dir, database_url=database_url) as dev:
+        info = dev.info
+        for key, value in sorted(vars(info).items()):
+            if value is not None:
+                say(f"  {key:<16} {value}")
+        say(f"  {'orders topic':<16} {dev.settings.kafka.orders_topic} (publish CRM events here)")
+        say(f"  {'status topic':<16} {dev.settings.kafka.status_topic}")
+        say(f"  {'data and logs':<16} {dev.stack.run_dir}")
         if info_file is not None:
             info.write(info_file)
-            _say(f"  info file        {info_file}")
-        _say("Ctrl-C or SIGTERM stops everything.")
+            say(f"  {'info file':<16} {info_file}")
+        say("Ctrl-C or SIGTERM stops everything.")
         try:
             await stop.wait()
         finally:
             if info_file is not None:
                 info_file.unlink(missing_ok=True)
-    _say("stopped.")
+    say("stopped.")
