@@ -94,7 +94,8 @@ async def prepare_intent(
             request.body,
         )
         return Send(request)
-    if stored["status"] == "succeeded":
+    if stored["status"] in ("succeeded", "skipped"):
+        # `skipped`: an operator's replay found the effect already at the provider (see ops).
         return AlreadyDone(status=stored["response_status"], body=stored["response_body"])
     original = PreparedRequest(
         method=stored["method"], path=stored["path"], body=stored["body"], idempotency_key=key

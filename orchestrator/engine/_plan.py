@@ -129,6 +129,10 @@ def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # n
                 "the number lease expired while the order waited for submission",
                 "submit_order",
             )
+        expires = row.spec.get("leaseExpiresAt") if row.spec.get("leaseToken") else None
+        if expires is not None:
+            # Wake at the lease's expiry: if the order is still not submitted then, fail clearly.
+            return Wait(max(0.0, (datetime.fromisoformat(expires) - now).total_seconds()))
         return Wait(None)  # the order step submits once every item is in
     if state in ("submitted", "porting_pending", "temp_number_active", "activation_scheduled"):
         assert order.provider_order_id is not None
