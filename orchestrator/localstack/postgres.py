@@ -35,17 +35,37 @@ def _bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def _grant_traverse(path: Path) -> None:
+    """Let other users pass through every directory down to `path` (x only: no listing)."""
+    for parent in [*reversed(path.parents), path]:
+        mode = parent.stat().st_mode
+        if mode & 0o011 != 0o011:
+            parent.chmod(mode | 0o011)
+
+
+def _grant_read_tree(root: Path) -> None:
+    """Make the server's binaries, libraries and share files readable (and runnable) by others:
+    a virtualenv in a private directory (a CI checkout in a 0700 temp dir) would lock them out."""
+    _grant_traverse(root)
+    for dirpath, _dirs, files in os.walk(root):
+        directory = Path(dirpath)
+        directory.chmod(directory.stat().st_mode | 0o055)
+        for name in files:
+            file = directory / name
+            mode = file.stat().st_mode
+            file.chmod(mode | 0o044 | (0o011 if mode & 0o100 else 0))
+
+
 def _prepare_for_user(path: Path, user: str) -> None:
-    """Create `user` if needed, let it traverse to `path` and own everything below it."""
+    """Create `user` if needed, let it run the server's binaries, traverse to `path` and own
+    everything below it."""
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", user], check=True, capture_output=True)
         entry = pwd.getpwnam(user)
-    for parent in [*reversed(path.parents), path]:
-        mode = parent.stat().st_mode
-        if mode & 0o011 != 0o011:
-            parent.chmod(mode | 0o011)  # o+x/g+x only: traverse, not list
+    _grant_read_tree(_bin_dir().parent)
+    _grant_traverse(path)
     for dirpath, _dirs, files in os.walk(path):
         os.chown(dirpath, entry.pw_uid, entry.pw_gid)
         for name in files:
