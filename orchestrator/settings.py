@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.errors import ConfigError
+from orchestrator.faults import parse_spec
 
 ENV_PREFIX = "ORCHESTRATOR_"
 ENV_DELIMITER = "__"
@@ -124,6 +125,18 @@ class Settings(BaseSettings):
         "INFO", description="DEBUG, INFO, WARNING or ERROR", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
     )
     log_json: bool = Field(True, description="JSON logs (production); False for console-friendly lines")
+    fault_point: str | None = Field(
+        None,
+        description="tests only: `point:n[,point:n]` makes `orchestrator run` SIGKILL itself the n-th "
+        "time it reaches a named point (see orchestrator/faults.py)",
+    )
+
+    @field_validator("fault_point")
+    @classmethod
+    def _known_fault_points(cls, value: str | None) -> str | None:
+        if value:
+            parse_spec(value)  # FaultSpecError is a ValueError: reported with the variable's name
+        return value
 
 
 def env_name(loc: tuple[int | str, ...]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from orchestrator import faults
 from orchestrator.engine import running_worker
 from orchestrator.logs import configure_logging, get_logger
 from orchestrator.settings import Settings
@@ -15,6 +16,7 @@ log = get_logger("orchestrator.run")
 
 async def run_worker(settings: Settings, *, migrate_first: bool, worker_id: str | None) -> None:
     configure_logging(level=settings.log_level, json=settings.log_json)
+    faults.arm(settings.fault_point)  # test-only crash points; unset in production (orchestrator/faults.py)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from orchestrator import faults
 from orchestrator.connect import ConnectClient, PreparedRequest, ProviderError, ProviderResponse
 from orchestrator.logs import get_logger
 
@@ -109,11 +110,16 @@ async def prepare_intent(
 async def send(
     client: ConnectClient, request: PreparedRequest, *, timeout_s: float | None = None
 ) -> CallOutcome:
+    effect = request.idempotency_key is not None  # reads (GET) are no effects: no crash points
+    if effect:
+        faults.reach("provider.before_call")
     started = time.monotonic()
     try:
         response = await client.send(request, timeout_s=timeout_s)
     except ProviderError as exc:
         return CallOutcome(response=None, error=exc, latency_ms=int((time.monotonic() - started) * 1000))
+    if effect:
+        faults.reach("provider.after_call")
     return CallOutcome(
         response=response, error=response.error, latency_ms=int((time.monotonic() - started) * 1000)
     )

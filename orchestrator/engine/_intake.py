@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from orchestrator import faults
 from orchestrator.engine._clock import Clock
 from orchestrator.engine._journal import (
     ORDER_STEP,
@@ -84,6 +85,8 @@ class CrmIntake:
             now = self._clock.now()
             cause = f"crm:{event_id}"
             await self._apply(conn, event, now=now, cause=cause)
+            faults.reach("intake.before_commit")
+        faults.reach("intake.after_commit")
 
     async def _apply(self, conn: asyncpg.Connection, event: CrmEvent, *, now: datetime, cause: str) -> None:
         if isinstance(event, OrderSubmittedEvent):

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from orchestrator import faults
 from orchestrator.connect import ConnectClient, PreparedRequest, canonical_json
 from orchestrator.engine._calls import (
     AlreadyDone,
@@ -119,6 +120,7 @@ class StepRunner:
                     if isinstance(prepared, AlreadyDone):
                         await self._apply(conn, row, plan.on_success(prepared.body), now=now, cause=plan.step)
                         return
+                    faults.reach("step.before_intent_commit")
             # No transaction open: the provider call (or reads) may take seconds.
             if isinstance(plan, Poll):
                 snapshot = await self._read(plan, row)
@@ -136,6 +138,7 @@ class StepRunner:
                 await self._key_window_passed(conn, workflow_id, plan, prepared)
                 return
             assert isinstance(prepared, Send)
+            faults.reach("step.after_intent_commit")
             outcome = await send(self._client, prepared.request, timeout_s=self._step_timeout_s)
             async with conn.transaction():
                 now = self._clock.now()
@@ -149,6 +152,8 @@ class StepRunner:
                 await self._apply(
                     conn, row, self._judge(row, plan.step, outcome, plan), now=now, cause=plan.step
                 )
+                faults.reach("step.before_outcome_commit")
+            faults.reach("step.after_outcome_commit")
 
     def _judge(self, row: WorkflowRow, step: str, outcome: CallOutcome, plan: Call) -> Move | Wait:
         error = outcome.error
@@ -325,6 +330,8 @@ class StepRunner:
                 if isinstance(prepared, KeyWindowPassed):
                     log.error("order call past its key window", order_id=order_id, step=step)
                     return
+                faults.reach("step.before_intent_commit")
+            faults.reach("step.after_intent_commit")
             outcome = await send(self._client, prepared.request, timeout_s=self._step_timeout_s)
             async with conn.transaction():
                 now = self._clock.now()
@@ -347,6 +354,8 @@ class StepRunner:
                         await self._fail_items(conn, order_id, step, outcome, now=now)
                 else:
                     await self._fail_items(conn, order_id, step, outcome, now=now)
+                faults.reach("step.before_outcome_commit")
+            faults.reach("step.after_outcome_commit")
 
     async def _order_success(
         self, conn: asyncpg.Connection, order: OrderRow, step: str, body: Any, *, now: datetime

@@ -47,6 +47,7 @@ from typing import Any, Self
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from orchestrator import faults
 from orchestrator.kafka._dlq import DeadLetterPublisher
 from orchestrator.kafka._errors import DeadLetter, KafkaEdgeError, LifecycleError, kafka_errors
 from orchestrator.kafka._lifecycle import State
@@ -421,6 +422,7 @@ class EventConsumer:
         }
         if not offsets:
             return
+        faults.reach("consumer.before_offset_commit")
         try:
             await self._consumer.commit(offsets)
         except (KafkaError, TimeoutError) as exc:
@@ -435,6 +437,7 @@ class EventConsumer:
         self.counters.commits += 1
         for tp, offset in offsets.items():
             by_tp[tp].committed = offset
+        faults.reach("consumer.after_offset_commit")
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))

@@ -43,6 +43,7 @@ from typing import Any, Self
 
 import asyncpg
 
+from orchestrator import faults
 from orchestrator.kafka._errors import KafkaEdgeError, LifecycleError, kafka_errors
 from orchestrator.kafka._lifecycle import State
 from orchestrator.kafka._producer import IdempotentProducer
@@ -307,6 +308,7 @@ class OutboxRelay:
         if not rows:
             return 0
         producer = await self._producer.ensure()
+        faults.reach("relay.before_publish")
         futures: list[asyncio.Future[Any]] = []
         refused: Exception | None = None
         for row in rows:
@@ -339,6 +341,7 @@ class OutboxRelay:
             if future.done() and not future.cancelled():
                 future.exception()
         if acked:
+            faults.reach("relay.after_publish")
             await conn.execute(_MARK_SQL, acked)
             self.published += len(acked)
         if first_failure is not None:
