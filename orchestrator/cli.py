@@ -148,6 +148,15 @@ def _register_sandbox() -> None:
 _register_sandbox()
 
 
+def _register_ops() -> None:
+    from orchestrator.ops.cli import ops_app  # noqa: PLC0415 - typer only; the ops library loads per command
+
+    app.add_typer(ops_app)  # workflows list|show, replay, cancel, retry-now (issue #5)
+
+
+_register_ops()
+
+
 def main() -> None:
     # Typer handles SIGINT as KeyboardInterrupt; exit 130 like a shell would, without a traceback.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -1,0 +1,56 @@
+"""Operator tools: inspect, replay, cancel and retry-now failed or stuck workflows (no HTTP here).
+
+    async with open_operations(settings) as ops:
+        story = await ops.show("crm-order-42")
+        plan = await ops.plan_replay(build_filter(error_code="provider_rejected"), reason="outage over")
+        done = await ops.replay(WorkflowFilter(), plan=plan, reason=plan.reason, actor="alice")
+
+The CLI (`orchestrator workflows|replay|cancel|retry-now`, in `ops/cli.py`) and the admin API
+(`orchestrator/admin/`) are thin shells over `Operations`. See docs/operations.md.
+"""
+
+from orchestrator.ops._errors import (
+    ActionRefused,
+    InvalidInput,
+    NotFound,
+    OpsError,
+    PlanChanged,
+    ProviderReadFailed,
+    ReasonRequired,
+)
+from orchestrator.ops._filters import WorkflowFilter, build_filter, known_states, parse_duration
+from orchestrator.ops._operations import Operations, check_actor, check_reason, open_operations
+from orchestrator.ops._reconcile import Action, CallFacts, ConnectReader, Evidence, ProviderReader
+from orchestrator.ops._reconcile import decide as decide_call
+from orchestrator.ops._replay import CallPlan, ReplayPlan, WorkflowPlan
+from orchestrator.ops._tracing import enable_tracing, set_tracer, span
+
+__all__ = [
+    "Action",
+    "ActionRefused",
+    "CallFacts",
+    "CallPlan",
+    "ConnectReader",
+    "Evidence",
+    "InvalidInput",
+    "NotFound",
+    "Operations",
+    "OpsError",
+    "PlanChanged",
+    "ProviderReadFailed",
+    "ProviderReader",
+    "ReasonRequired",
+    "ReplayPlan",
+    "WorkflowFilter",
+    "WorkflowPlan",
+    "build_filter",
+    "check_actor",
+    "check_reason",
+    "decide_call",
+    "enable_tracing",
+    "known_states",
+    "open_operations",
+    "parse_duration",
+    "set_tracer",
+    "span",
+]

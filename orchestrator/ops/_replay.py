@@ -1,0 +1,602 @@
+"""Replay of failed workflows: a dry-run plan first, then its execution under the row locks.
+
+Planning reads (no locks, no writes): the workflows, their unsettled provider calls (status
+intent/retrying/failed, the workflow's own and its order's), what the provider has for each
+(`_reconcile.check_effect`), and what the engine would do from the state it resumes in
+(`plan_item`). Execution takes, per order, the order row lock then each workflow's row lock (the
+engine's order, so no deadlocks), checks that nothing changed since the plan (row versions and
+generations), settles the calls as planned, bumps generations, fires the machine's `resume`,
+writes history and status events through the engine's journal, and schedules the next steps now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from orchestrator.engine._journal import (
+    ORDER_STEP,
+    STEP,
+    lock_workflow,
+    record_change,
+    refresh_order_state,
+    save_workflow,
+    schedule,
+)
+from orchestrator.engine._plan import Call, Move, Poll, Wait, order_key, plan_item, step_key
+from orchestrator.engine._rows import ORDER_COLUMNS, WORKFLOW_COLUMNS, OrderRow, WorkflowRow
+from orchestrator.engine._steps import lock_order
+from orchestrator.machines import Transitioned, decide, restore, try_event
+from orchestrator.ops._errors import ActionRefused, InvalidInput
+from orchestrator.ops._filters import WorkflowFilter, known_states, where_clause
+from orchestrator.ops._reconcile import (
+    UNSETTLED,
+    Action,
+    CallFacts,
+    ProviderReader,
+    check_effect,
+)
+from orchestrator.ops._reconcile import decide as decide_call
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    idempotency_key: str
+    step: str
+    method: str
+    path: str
+    status: str
+    order_level: bool
+    action: str
+    why: str
+    new_key: str | None = None  # under the bumped generation (rekey; or skip alongside a rekey)
+    answer: Any = field(default=None, repr=False, compare=False)  # the read that proved a skip
+
+
+@dataclass
+class WorkflowPlan:
+    workflow_id: str
+    order_id: str
+    line_item_id: str
+    line_item_type: str
+    state: str
+    version: int
+    error_code: str | None
+    replayable: bool
+    refused: str | None = None
+    resume_to: str | None = None
+    generation: int = 0
+    generation_after: int = 0
+    next_step: dict[str, Any] = field(default_factory=dict)
+    calls: list[CallPlan] = field(default_factory=list)
+
+
+@dataclass
+class OrderPlan:
+    order_id: str
+    generation: int
+    generation_after: int
+    calls: list[CallPlan] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReplayPlan:
+    reason: str
+    from_state: str | None
+    filter: dict[str, Any]
+    planned_at: str
+    workflows: list[WorkflowPlan]
+    orders: list[OrderPlan]
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything execution depends on; confirming a plan means confirming this."""
+        essence = {
+            "w": sorted(
+                (
+                    w.workflow_id,
+                    w.version,
+                    w.replayable,
+                    w.resume_to,
+                    w.generation_after,
+                    sorted((c.idempotency_key, c.action) for c in w.calls),
+                )
+                for w in self.workflows
+            ),
+            "o": sorted(
+                (
+                    o.order_id,
+                    o.generation,
+                    o.generation_after,
+                    sorted((c.idempotency_key, c.action) for c in o.calls),
+                )
+                for o in self.orders
+            ),
+        }
+        return hashlib.sha256(json.dumps(essence, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def replayable(self) -> list[WorkflowPlan]:
+        return [w for w in self.workflows if w.replayable]
+
+    def to_dict(self) -> dict[str, Any]:
+        def call(c: CallPlan) -> dict[str, Any]:
+            return {k: v for k, v in asdict(c).items() if k != "answer"}
+
+        return {
+            "reason": self.reason,
+            "from_state": self.from_state,
+            "filter": self.filter,
+            "planned_at": self.planned_at,
+            "fingerprint": self.fingerprint,
+            "summary": {
+                "workflows": len(self.workflows),
+                "replayable": len(self.replayable),
+                "refused": len(self.workflows) - len(self.replayable),
+                "actions": _action_counts(self),
+            },
+            "workflows": [{**asdict(w), "calls": [call(c) for c in w.calls]} for w in self.workflows],
+            "orders": [{**asdict(o), "calls": [call(c) for c in o.calls]} for o in self.orders],
+        }
+
+
+def _action_counts(plan: ReplayPlan) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in [c for w in plan.replayable for c in w.calls] + [c for o in plan.orders for c in o.calls]:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    return counts
+
+
+def validate_from_state(from_state: str | None) -> str | None:
+    if from_state is None or not from_state.strip():
+        return None
+    state = from_state.strip()
+    if state not in known_states():
+        raise InvalidInput(f"from_state: unknown state {state!r}", field="from_state")
+    return state
+
+
+def replay_filter(flt: WorkflowFilter) -> WorkflowFilter:
+    """Replay applies to failed workflows: a filter naming other states is a mistake (422)."""
+    if flt.is_empty():
+        raise InvalidInput("replay needs workflow ids or at least one filter", field="filter")
+    others = [s for s in flt.states if s != "failed"]
+    if others:
+        raise InvalidInput(
+            f"state: replay applies to failed workflows only, not {', '.join(others)}", field="state"
+        )
+    return flt if flt.workflow_ids else replace(flt, states=("failed",))
+
+
+def _facts(record: Any, line_item_id: str | None) -> CallFacts:
+    body = record["body"]
+    try:
+        request = json.loads(body) if body else None
+    except ValueError:
+        request = None
+    return CallFacts(
+        idempotency_key=record["idempotency_key"],
+        step=record["step"],
+        method=record["method"],
+        path=record["path"],
+        status=record["status"],
+        generation=record["generation"],
+        first_sent_at=record["first_sent_at"],
+        response_status=record["response_status"],
+        error_code=(record["error"] or {}).get("code"),
+        workflow_level=record["workflow_id"] is not None,
+        line_item_id=line_item_id,
+        request=request,
+    )
+
+
+def describe_next(plan: Any) -> dict[str, Any]:
+    """What the engine does first after the resume (pure `plan_item` output, for people)."""
+    if isinstance(plan, Call):
+        return {
+            "kind": "call",
+            "step": plan.step,
+            "method": plan.request.method,
+            "path": plan.request.path,
+            "idempotency_key": plan.request.idempotency_key,
+        }
+    if isinstance(plan, Poll):
+        return {"kind": "poll", "step": "poll", "what": "read the provider order/subscription and decide"}
+    if isinstance(plan, Move):
+        return {"kind": "move", "step": plan.event or "update", "event": plan.event}
+    assert isinstance(plan, Wait)
+    return {"kind": "wait", "step": "wait", "what": "waits for the order step (create or submit the order)"}
+
+
+async def _load_order(conn: asyncpg.Connection, order_id: str) -> OrderRow:
+    record = await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1", order_id)
+    assert record is not None, "workflows reference their order"
+    return OrderRow.from_record(record)
+
+
+async def _call_plans(
+    reader: ProviderReader,
+    records: list[Any],
+    *,
+    line_item_id: str | None,
+    provider_order_id: str | None,
+    now: datetime,
+) -> list[CallPlan]:
+    plans = []
+    for record in records:
+        facts = _facts(record, line_item_id)
+        evidence = await check_effect(reader, facts, provider_order_id=provider_order_id)
+        decision = decide_call(facts, evidence, now=now)
+        plans.append(
+            CallPlan(
+                idempotency_key=facts.idempotency_key,
+                step=facts.step,
+                method=facts.method,
+                path=facts.path,
+                status=facts.status,
+                order_level=not facts.workflow_level,
+                action=decision.action.value,
+                why=decision.why,
+                answer=evidence.body if decision.action is Action.SKIP else None,
+            )
+        )
+    return plans
+
+
+def _with_new_keys(calls: list[CallPlan], *, bumped: bool, new_key: Callable[[str], str]) -> list[CallPlan]:
+    if not bumped:
+        return calls
+    return [replace(c, new_key=new_key(c.step)) if c.action in ("rekey", "skip") else c for c in calls]
+
+
+async def plan_replay(
+    conn: asyncpg.Connection,
+    reader: ProviderReader,
+    *,
+    selection: list[WorkflowRow],
+    from_state: str | None,
+    reason: str,
+    flt: WorkflowFilter,
+    now: datetime,
+) -> ReplayPlan:
+    """The dry run. Reads only; the provider is asked with GETs."""
+    orders: dict[str, OrderPlan] = {}
+    order_rows: dict[str, OrderRow] = {}
+    for order_id in sorted({row.order_id for row in selection}):
+        order = order_rows[order_id] = await _load_order(conn, order_id)
+        records = await conn.fetch(
+            "SELECT * FROM provider_calls WHERE order_id = $1 AND workflow_id IS NULL "
+            "AND status = ANY($2::text[]) AND generation = $3 ORDER BY id",
+            order_id,
+            list(UNSETTLED),
+            order.generation,
+        )
+        calls = await _call_plans(
+            reader, list(records), line_item_id=None, provider_order_id=order.provider_order_id, now=now
+        )
+        bumped = any(c.action == "rekey" for c in calls)
+        after = replace(order, generation=order.generation + 1) if bumped else order
+        orders[order_id] = OrderPlan(
+            order_id=order_id,
+            generation=order.generation,
+            generation_after=after.generation,
+            calls=_with_new_keys(calls, bumped=bumped, new_key=functools.partial(order_key, after)),
+        )
+    workflows = [
+        await _plan_workflow(
+            conn,
+            reader,
+            row,
+            order=order_rows[row.order_id],
+            order_plan=orders[row.order_id],
+            from_state=from_state,
+            now=now,
+        )
+        for row in selection
+    ]
+    await _warn_about_siblings(conn, workflows, orders)
+    return ReplayPlan(
+        reason=reason,
+        from_state=from_state,
+        filter=flt.to_dict(),
+        planned_at=now.isoformat(),
+        workflows=workflows,
+        orders=[o for o in orders.values() if o.calls or o.warnings],
+    )
+
+
+async def _plan_workflow(
+    conn: asyncpg.Connection,
+    reader: ProviderReader,
+    row: WorkflowRow,
+    *,
+    order: OrderRow,
+    order_plan: OrderPlan,
+    from_state: str | None,
+    now: datetime,
+) -> WorkflowPlan:
+    plan = WorkflowPlan(
+        workflow_id=str(row.workflow_id),
+        order_id=row.order_id,
+        line_item_id=row.line_item_id,
+        line_item_type=row.line_item_type,
+        state=row.current,
+        version=row.version,
+        error_code=(row.error or {}).get("code"),
+        replayable=False,
+        generation=row.generation,
+        generation_after=row.generation,
+    )
+    if row.current != "failed":
+        plan.refused = f"state is {row.current}; only failed workflows are replayed"
+        return plan
+    target = from_state or row.resume_state
+    if target is None or not isinstance(
+        decide(
+            line_item_type=row.line_item_type,
+            definition_version=row.definition_version,
+            state="failed",
+            event="resume",
+            resume_state=target,
+        ),
+        Transitioned,
+    ):
+        plan.refused = f"the {row.line_item_type} machine does not resume from failed to {target}"
+        return plan
+    plan.resume_to = target
+    records = await conn.fetch(
+        # Only the current generation: older keys were superseded (an amendment) and are never sent again.
+        "SELECT * FROM provider_calls WHERE workflow_id = $1 AND status = ANY($2::text[]) "
+        "AND generation = $3 ORDER BY id",
+        row.workflow_id,
+        list(UNSETTLED),
+        row.generation,
+    )
+    calls = await _call_plans(
+        reader,
+        list(records),
+        line_item_id=row.line_item_id,
+        provider_order_id=order.provider_order_id,
+        now=now,
+    )
+    bumped = any(c.action == "rekey" for c in calls)
+    after = replace(copy.deepcopy(row), state=target, generation=row.generation + (1 if bumped else 0))
+    plan.generation_after = after.generation
+    plan.calls = _with_new_keys(calls, bumped=bumped, new_key=functools.partial(step_key, after))
+    blocked = [c for c in plan.calls + order_plan.calls if c.action == "blocked"]
+    if blocked:
+        plan.refused = "; ".join(f"{c.step}: {c.why}" for c in blocked)
+        return plan
+    order_after = replace(order, generation=order_plan.generation_after)
+    plan.next_step = describe_next(plan_item(after, order_after, now=now))
+    plan.replayable = True
+    return plan
+
+
+async def _warn_about_siblings(
+    conn: asyncpg.Connection, workflows: list[WorkflowPlan], orders: dict[str, OrderPlan]
+) -> None:
+    """An order is submitted once all its live items are in: a failed sibling left out of the
+    replay will miss that submission. Say so before the operator confirms."""
+    chosen = {w.workflow_id for w in workflows if w.replayable}
+    for order_id, order_plan in orders.items():
+        siblings = await conn.fetch(
+            "SELECT workflow_id, line_item_id FROM workflows WHERE order_id = $1 AND state = 'failed'",
+            order_id,
+        )
+        left = [s["line_item_id"] for s in siblings if str(s["workflow_id"]) not in chosen]
+        if left and any(w.order_id == order_id and w.replayable for w in workflows):
+            order_plan.warnings.append(
+                f"failed line item(s) {', '.join(sorted(left))} of order {order_id} are not in this replay; "
+                "the order may be submitted without them"
+            )
+
+
+@dataclass
+class ReplayResult:
+    workflow_id: str
+    result: str  # resumed | stale | refused
+    detail: str
+    state: str | None = None
+    generation: int | None = None
+    calls: list[dict[str, str]] = field(default_factory=list)
+
+
+async def _settle(conn: asyncpg.Connection, call: CallPlan, *, now: datetime) -> bool:
+    """Apply one call decision; False if the call is no longer unsettled (the plan is stale)."""
+    if call.action == "resend":
+        status = await conn.fetchval(
+            "SELECT status FROM provider_calls WHERE idempotency_key = $1", call.idempotency_key
+        )
+        return status in UNSETTLED
+    new_status = "skipped" if call.action == "skip" else "rekeyed"
+    changed = await conn.fetchval(
+        """UPDATE provider_calls SET status = $2, completed_at = $3,
+                  response_body = CASE WHEN $2 = 'skipped' THEN $4::jsonb ELSE response_body END
+           WHERE idempotency_key = $1 AND status = ANY($5::text[]) RETURNING 1""",
+        call.idempotency_key,
+        new_status,
+        now,
+        call.answer,
+        list(UNSETTLED),
+    )
+    if changed and call.action == "skip" and call.new_key:
+        # The generation moves on for another call: the skipped step's new key must count as done too.
+        await conn.execute(
+            """INSERT INTO provider_calls (workflow_id, order_id, step, generation, idempotency_key, method,
+                                           path, body, status, response_status, response_body, completed_at)
+               SELECT workflow_id, order_id, step, generation + 1, $2, method, path, body, 'skipped',
+                      response_status, response_body, completed_at
+               FROM provider_calls WHERE idempotency_key = $1
+               ON CONFLICT (idempotency_key) DO NOTHING""",
+            call.idempotency_key,
+            call.new_key,
+        )
+    return bool(changed)
+
+
+async def execute_replay(
+    pool: asyncpg.Pool,
+    plan: ReplayPlan,
+    *,
+    actor: str,
+    audit_id: int,
+    status_topic: str,
+    now: Callable[[], datetime],
+    rate_per_s: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> list[ReplayResult]:
+    """Carry out `plan` order by order (one transaction each), at most `rate_per_s` workflows a
+    second. A workflow that changed since the plan is left alone (`stale`)."""
+    results = [
+        ReplayResult(workflow_id=w.workflow_id, result="refused", detail=w.refused or "")
+        for w in plan.workflows
+        if not w.replayable
+    ]
+    by_order: dict[str, list[WorkflowPlan]] = {}
+    for w in plan.replayable:
+        by_order.setdefault(w.order_id, []).append(w)
+    order_plans = {o.order_id: o for o in plan.orders}
+    for index, (order_id, group) in enumerate(sorted(by_order.items())):
+        if index:
+            await sleep(len(group) / rate_per_s)
+        async with pool.acquire() as conn, conn.transaction():
+            results.extend(
+                await _execute_order(
+                    conn,
+                    order_id,
+                    group,
+                    order_plans.get(order_id),
+                    plan=plan,
+                    actor=actor,
+                    audit_id=audit_id,
+                    status_topic=status_topic,
+                    now=now(),
+                )
+            )
+    return results
+
+
+async def _execute_order(
+    conn: asyncpg.Connection,
+    order_id: str,
+    group: list[WorkflowPlan],
+    order_plan: OrderPlan | None,
+    *,
+    plan: ReplayPlan,
+    actor: str,
+    audit_id: int,
+    status_topic: str,
+    now: datetime,
+) -> list[ReplayResult]:
+    order = await lock_order(conn, order_id)
+    assert order is not None
+    if order_plan is not None:
+        if order.generation != order_plan.generation:
+            return [ReplayResult(w.workflow_id, "stale", "the order changed since the plan") for w in group]
+        for call in order_plan.calls:
+            if not await _settle(conn, call, now=now):
+                raise ActionRefused(f"order call {call.idempotency_key} changed since the plan; plan again")
+        if order_plan.generation_after != order_plan.generation:
+            await conn.execute(
+                "UPDATE orders SET generation = $2, updated_at = now() WHERE order_id = $1",
+                order_id,
+                order_plan.generation_after,
+            )
+    results = []
+    for w in sorted(group, key=lambda w: w.workflow_id):
+        results.append(
+            await _resume_one(
+                conn, w, plan=plan, actor=actor, audit_id=audit_id, status_topic=status_topic, now=now
+            )
+        )
+    await refresh_order_state(conn, order_id, now=now, status_topic=status_topic)
+    await schedule(conn, kind=ORDER_STEP, order_id=order_id, due_at=await db_now(conn))
+    return results
+
+
+async def _resume_one(
+    conn: asyncpg.Connection,
+    w: WorkflowPlan,
+    *,
+    plan: ReplayPlan,
+    actor: str,
+    audit_id: int,
+    status_topic: str,
+    now: datetime,
+) -> ReplayResult:
+    row = await lock_workflow(conn, uuid.UUID(w.workflow_id))
+    if row is None or row.current != "failed" or row.version != w.version or row.generation != w.generation:
+        found = "gone" if row is None else f"{row.current}, version {row.version}"
+        return ReplayResult(w.workflow_id, "stale", f"changed since the plan (now {found}); plan again")
+    settled = []
+    for call in w.calls:
+        if not await _settle(conn, call, now=now):
+            return ReplayResult(w.workflow_id, "stale", f"call {call.idempotency_key} changed since the plan")
+        settled.append({"idempotency_key": call.idempotency_key, "action": call.action})
+    row.generation = w.generation_after
+    row.resume_state = w.resume_to
+    machine = restore(line_item_type=row.line_item_type, definition_version=row.definition_version, model=row)
+    outcome = try_event(machine, event="resume")
+    if not isinstance(outcome, Transitioned):
+        raise ActionRefused(f"the machine refused resume for {w.workflow_id}: {outcome.reason}")
+    previous_error = row.error
+    row.error = None
+    row.attempts = 0
+    row.resume_state = None
+    await record_change(
+        conn,
+        row,
+        event="resume",
+        previous="failed",
+        cause=f"operator:{actor}",
+        now=now,
+        status_topic=status_topic,
+        details={
+            "audit_id": audit_id,
+            "reason": plan.reason,
+            "previous_error": previous_error,
+            "calls": settled,
+            "generation": row.generation,
+        },
+    )
+    await save_workflow(conn, row)
+    await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=await db_now(conn))
+    return ReplayResult(
+        w.workflow_id,
+        "resumed",
+        f"resumed to {row.current}",
+        state=row.current,
+        generation=row.generation,
+        calls=settled,
+    )
+
+
+async def db_now(conn: asyncpg.Connection) -> datetime:
+    """Timers are claimed against the database's clock (`due_at <= now()`), so "run it now" means
+    the database's now, whatever clock the caller reasons with."""
+    value: datetime = await conn.fetchval("SELECT now()")
+    return value
+
+
+async def load_selection(
+    conn: asyncpg.Connection, flt: WorkflowFilter, *, now: datetime
+) -> list[WorkflowRow]:
+    where, params = where_clause(flt, now=now)
+    records = await conn.fetch(
+        f"SELECT {WORKFLOW_COLUMNS} FROM workflows w {where} "
+        f"ORDER BY order_id, workflow_id LIMIT {int(flt.limit)}",
+        *params,
+    )
+    return [WorkflowRow.from_record(r) for r in records]
