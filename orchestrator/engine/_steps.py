@@ -259,6 +259,14 @@ class StepRunner:
         if plan.event == "fail":
             row.resume_state = row.current
             row.error = plan.error
+            log.warning(
+                "workflow failed: it waits for an operator",
+                workflow_id=str(row.workflow_id),
+                order_id=row.order_id,
+                line_item_id=row.line_item_id,
+                state=row.current,
+                error=plan.error,
+            )
         machine = restore(
             line_item_type=row.line_item_type, definition_version=row.definition_version, model=row
         )

@@ -86,8 +86,9 @@ async def test_sigkill_mid_batch_then_restart_finishes_everything_once(
                 per_item[data["lineItemId"]].append(data["sequence"])
         for line_item, sequences in per_item.items():
             assert sorted(sequences) == list(range(1, len(sequences) + 1)), (order_id, line_item, sequences)
-        assert status.states(order_id, "li-a")[-1] == "activated"
-        assert status.states(order_id, "li-b")[-1] == "activated"
+        for line_item in ("li-a", "li-b"):
+            final = status.line_items(order_id)[line_item][-1]
+            assert final["state"] == "activated", (order_id, line_item, final["error"])
 
     ledger = await control.ledger(kind="effect")
     created = Counter(e["data"].get("orderId") for e in ledger if e["effect"] == "subscription.created")
