@@ -153,6 +153,25 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(f"invalid configuration: {problems}") from exc
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce `settings` (secrets revealed): how a parent hands
+    its exact configuration to an `orchestrator run` child process."""
+    env: dict[str, str] = {}
+
+    def walk(model: BaseModel, prefix: tuple[str, ...]) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(value, (*prefix, name))
+            elif isinstance(value, SecretStr):
+                env[env_name((*prefix, name))] = value.get_secret_value()
+            elif value is not None:
+                env[env_name((*prefix, name))] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    walk(settings, ())
+    return env
+
+
 def settings_table() -> str:
     """The README's configuration table, generated so that the docs cannot drift from the code."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]

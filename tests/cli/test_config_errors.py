@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.errors import ConfigError
-from orchestrator.settings import load_settings
+from orchestrator.settings import KafkaSettings, Settings, WebhookSettings, load_settings, settings_env
 
 runner = CliRunner()
 
@@ -55,3 +56,15 @@ def test_unreachable_database_is_a_clear_error() -> None:
     result = runner.invoke(app, ["migrate", "--database-url", "postgresql://postgres@127.0.0.1:1/nothing"])
     assert result.exit_code == 1
     assert "cannot connect to the database" in result.stderr
+
+
+def test_settings_survive_the_trip_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a parent hands its exact configuration to an `orchestrator run` child process."""
+    original = Settings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1234", orders_topic="orders.x"),
+        webhook=WebhookSettings(port=9999, api_key=SecretStr("hook-secret")),
+        log_json=False,
+    )
+    for name, value in settings_env(original).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == original

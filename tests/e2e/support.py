@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, settings_env  # noqa: F401 - re-exported for tests
 
 TERMINAL = {"activated", "completed", "cancelled", "failed"}
 
@@ -172,20 +172,3 @@ async def lease_number(base_url: str, api_key: str) -> dict[str, Any]:
         answer.raise_for_status()
         lease: dict[str, Any] = answer.json()
         return lease
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes `orchestrator run` in a child process use these settings."""
-    env: dict[str, str] = {}
-
-    def walk(prefix: str, model: Any) -> None:
-        for name in type(model).model_fields:
-            value = getattr(model, name)
-            if hasattr(type(value), "model_fields"):
-                walk(f"{prefix}{name.upper()}__", value)
-            elif value is not None:
-                secret = getattr(value, "get_secret_value", None)
-                env[f"{prefix}{name.upper()}"] = str(secret() if secret else value)
-
-    walk("ORCHESTRATOR_", settings)
-    return env

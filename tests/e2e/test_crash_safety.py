@@ -12,14 +12,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from orchestrator.sandbox import SandboxControl
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, settings_env
 from tests.e2e.support import (
     StatusEvents,
     crm_event,
     order_submitted,
     porting,
     publish,
-    settings_env,
     subscription,
 )
 
