@@ -15,8 +15,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+
+from orchestrator.errors import LocalStackError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -89,3 +91,33 @@ def tail(path: Path, *, lines: int = 30) -> str:
 def process_user() -> str | None:
     """The unprivileged user to run servers as when we are root (Postgres refuses root)."""
     return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+async def wait_ready(
+    proc: subprocess.Popen[bytes],
+    probe: Callable[[], Awaitable[None]],
+    *,
+    name: str,
+    timeout_s: float,
+    interval_s: float,
+    retry_on: tuple[type[BaseException], ...],
+    logs: Callable[[], str],
+) -> None:
+    """Run `probe` until it succeeds. A process that exits, or a probe that keeps failing past
+    `timeout_s`, is a LocalStackError carrying the end of the server's logs."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last_error: BaseException | None = None
+    while loop.time() < deadline:
+        if proc.poll() is not None:
+            raise LocalStackError(f"{name} exited with code {proc.returncode} during start-up; {logs()}")
+        try:
+            await probe()
+        except retry_on as exc:
+            last_error = exc
+            await asyncio.sleep(interval_s)
+        else:
+            return
+    raise LocalStackError(
+        f"{name} did not become ready within {timeout_s:.0f} s (last error: {last_error!r}); {logs()}"
+    )

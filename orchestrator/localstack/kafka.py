@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from orchestrator.errors import LocalStackError
 from orchestrator.localstack._ports import free_port
-from orchestrator.localstack._process import spawn, stop_process, tail
+from orchestrator.localstack._process import spawn, stop_process, tail, wait_ready
 
 POM_PATH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pom.xml"
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
@@ -231,29 +231,24 @@ class LocalKafka:
             raise
 
     async def _wait_ready(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._ready_timeout_s
-        last_error: Exception | None = None
-        while loop.time() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise LocalStackError(
-                    f"Kafka exited with code {self._proc.returncode} during start-up; "
-                    f"logs in {self.log_dir}:\n{tail(self.log_dir / 'server.log')}\n"
-                    f"{tail(self.log_dir / 'stdout.log')}"
-                )
-            try:
-                # an open port first keeps aiokafka from logging a connect error every half second
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await self._create_probe_topic()
-                return
-            except (TimeoutError, KafkaError, OSError) as exc:
-                last_error = exc
-                await asyncio.sleep(0.5)
-        raise LocalStackError(
-            f"Kafka did not become ready within {self._ready_timeout_s:.0f} s (last error: {last_error!r}); "
-            f"logs in {self.log_dir}:\n{tail(self.log_dir / 'server.log')}"
+        async def probe() -> None:
+            # an open port first keeps aiokafka from logging a connect error every half second
+            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            writer.close()
+            await self._create_probe_topic()
+
+        assert self._proc is not None
+        await wait_ready(
+            self._proc,
+            probe,
+            name="Kafka",
+            timeout_s=self._ready_timeout_s,
+            interval_s=0.5,
+            retry_on=(TimeoutError, KafkaError, OSError),
+            logs=lambda: (
+                f"logs in {self.log_dir}:\n{tail(self.log_dir / 'server.log')}\n"
+                f"{tail(self.log_dir / 'stdout.log')}"
+            ),
         )
 
     async def _create_probe_topic(self) -> None:

@@ -23,7 +23,7 @@ import asyncpg
 
 from orchestrator.errors import LocalStackError
 from orchestrator.localstack._ports import free_port
-from orchestrator.localstack._process import process_user, spawn, stop_process, tail
+from orchestrator.localstack._process import process_user, spawn, stop_process, tail, wait_ready
 
 
 def _bin_dir() -> Path:
@@ -156,32 +156,24 @@ class LocalPostgres:
             raise
 
     async def _wait_ready(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._ready_timeout_s
-        last_error: Exception | None = None
-        while loop.time() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise LocalStackError(
-                    f"PostgreSQL exited with code {self._proc.returncode} during start-up; "
-                    f"log {self.log_path}:\n{tail(self.log_path)}"
-                )
-            try:
-                conn = await asyncpg.connect(self.url_for("postgres"), timeout=5)
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                last_error = exc
-                await asyncio.sleep(0.1)
-                continue
+        async def probe() -> None:
+            conn = await asyncpg.connect(self.url_for("postgres"), timeout=5)
             try:
                 exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", self.database)
                 if not exists:
                     await conn.execute(f'CREATE DATABASE "{self.database}"')
             finally:
                 await conn.close()
-            return
-        raise LocalStackError(
-            f"PostgreSQL did not accept connections within {self._ready_timeout_s:.0f} s "
-            f"(last error: {last_error!r}); log {self.log_path}:\n{tail(self.log_path)}"
+
+        assert self._proc is not None
+        await wait_ready(
+            self._proc,
+            probe,
+            name="PostgreSQL",
+            timeout_s=self._ready_timeout_s,
+            interval_s=0.1,
+            retry_on=(TimeoutError, OSError, asyncpg.PostgresError),
+            logs=lambda: f"log {self.log_path}:\n{tail(self.log_path)}",
         )
 
     async def stop(self) -> None:
