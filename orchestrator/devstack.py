@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from orchestrator.admin import create_admin_app, serve_admin
 from orchestrator.engine import Worker, running_worker
 from orchestrator.localstack import LocalStack, StackInfo, local_stack
 from orchestrator.localstack._ports import free_port
@@ -48,6 +49,8 @@ class DevStack:
     sandbox: RunningSandbox
     worker: Worker
     settings: Settings
+    admin_url: str | None = None
+    admin_token: str | None = None
 
     @property
     def info(self) -> StackInfo:
@@ -57,6 +60,8 @@ class DevStack:
             sandbox_url=self.sandbox.base_url,
             sandbox_api_key=self.sandbox.config.api_key,
             webhook_url=self.worker.webhook_url,
+            admin_url=self.admin_url,
+            admin_token=self.admin_token,
         )
 
 
@@ -91,12 +96,25 @@ async def dev_stack(
                     "webhook": WebhookSettings(port=webhook_port, api_key=SecretStr(webhook_key)),
                 }
             )
-            async with running_worker(settings) as worker:
+            admin_token = secrets.token_urlsafe(24)
+            async with (
+                running_worker(settings) as worker,
+                serve_admin(
+                    create_admin_app(settings=settings, token=admin_token, worker=worker), port=0
+                ) as admin_url,
+            ):
                 say(
                     f"ready in {time.monotonic() - started:.1f} s "
                     f"({len(report.applied)} migrations applied, {len(report.already_applied)} already there)"
                 )
-                yield DevStack(stack=stack, sandbox=sandbox, worker=worker, settings=settings)
+                yield DevStack(
+                    stack=stack,
+                    sandbox=sandbox,
+                    worker=worker,
+                    settings=settings,
+                    admin_url=admin_url,
+                    admin_token=admin_token,
+                )
                 say("stopping…")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from orchestrator import faults
@@ -35,6 +36,18 @@ async def run_worker(settings: Settings, *, migrate_first: bool, worker_id: str 
             log.warning(
                 "webhook ingress disabled: set ORCHESTRATOR_WEBHOOK__API_KEY to receive provider events"
             )
-        await stop.wait()
+        async with contextlib.AsyncExitStack() as admin:
+            if settings.admin.token is not None:
+                # The admin API and console (issue #5), stopped before the worker on shutdown.
+                from orchestrator.admin import create_admin_app, serve_admin  # noqa: PLC0415
+
+                app = create_admin_app(
+                    settings=settings, token=settings.admin.token.get_secret_value(), worker=worker
+                )
+                url = await admin.enter_async_context(
+                    serve_admin(app, host=settings.admin.host, port=settings.admin.port)
+                )
+                log.info("admin API and console", url=url, console=f"{url}/console")
+            await stop.wait()
         log.info("stopping: finishing in-flight work", worker_id=worker.worker_id)
     log.info("stopped")
