@@ -124,12 +124,12 @@ def _filter_form(params: dict[str, str]) -> str:
         "<form method=get action=/console id=search class=inline>"
         f"<label>State <select name=state>{states}</select></label>"
         f"<label>Type <select name=type>{h.options(types, params.get('type'))}</select></label>"
-        f'<label>Order <input name=order_id size=12 value="{h.text(params.get("order_id") or "")}"></label>'
-        f'<label>MSISDN <input name=msisdn size=12 value="{h.text(params.get("msisdn") or "")}"></label>'
+        f'<label>Order <input name=order_id size=12 value="{h.attr(params.get("order_id"))}"></label>'
+        f'<label>MSISDN <input name=msisdn size=12 value="{h.attr(params.get("msisdn"))}"></label>'
         f"<label>Error code <input name=error_code size=14 "
-        f'value="{h.text(params.get("error_code") or "")}"></label>'
+        f'value="{h.attr(params.get("error_code"))}"></label>'
         f"<label>Stuck longer than <input name=stuck_longer_than size=5 placeholder=30m "
-        f'value="{h.text(params.get("stuck_longer_than") or "")}"></label>'
+        f'value="{h.attr(params.get("stuck_longer_than"))}"></label>'
         "<button type=submit id=search-button>Search</button></form>"
     )
 
@@ -193,7 +193,7 @@ async def workflows(request: Request) -> Response:
     return HTMLResponse(h.page("Workflows", body, flash=request.query_params.get("flash")))
 
 
-def _calls_table(calls: list[dict[str, Any]]) -> str:
+def _calls_table(calls: list[dict[str, Any]], *, table_id: str = "calls") -> str:
     rows = [
         [
             h.text(c["step"]) + (" <span class=muted>(order)</span>" if c["order_level"] else ""),
@@ -212,7 +212,7 @@ def _calls_table(calls: list[dict[str, Any]]) -> str:
     return h.table(
         ["Step", "Idempotency key", "Status", "Attempts", "Latency", "HTTP", "Error", "Last sent"],
         rows,
-        table_id="calls",
+        table_id=table_id,
     )
 
 
@@ -339,7 +339,7 @@ async def workflow_page(request: Request, workflow_id: str) -> Response:
         f"{h.state_badge(order['state'])}</p>"
         + _workflow_section(w, story)
         + "<h2>Order-level provider calls</h2>"
-        + _calls_table(story["order_calls"])
+        + _calls_table(story["order_calls"], table_id="order-calls")
         + _events_and_audit(story)
     )
     # While the engine is working on it, the page follows along by itself.
@@ -379,7 +379,7 @@ async def order_page(request: Request, order_id: str) -> Response:
         f"{h.text(order['submitted_at'])}</p>"
         + h.table(["Line item", "Type", "State", "Error", "MSISDN"], items, table_id="items")
         + "<h2>Order-level provider calls</h2>"
-        + _calls_table(story["order_calls"])
+        + _calls_table(story["order_calls"], table_id="order-calls")
         + _events_and_audit(story)
     )
     return HTMLResponse(h.page(f"Order {order['order_id']}", body, flash=request.query_params.get("flash")))

@@ -66,6 +66,11 @@ def text(value: Any) -> str:
     return "-" if value is None or value == "" else escape(str(value))
 
 
+def attr(value: Any) -> str:
+    """An attribute value: escaped, and empty (not "-") when there is none."""
+    return "" if value is None else escape(str(value))
+
+
 def link(href: str, label: str, *, cls: str = "") -> str:
     klass = f' class="{escape(cls)}"' if cls else ""
     return f'<a href="{escape(href)}"{klass}>{escape(label)}</a>'
