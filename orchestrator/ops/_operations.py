@@ -70,7 +70,7 @@ class Operations:
         rate_per_s: float = DEFAULT_RATE_PER_S,
     ) -> None:
         self.pool = pool
-        self._reader = reader
+        self.reader = reader
         self._status_topic = status_topic
         self._clock = clock or SystemClock()
         self._rate_per_s = rate_per_s
@@ -103,7 +103,7 @@ class Operations:
                 if not selection:
                     raise ActionRefused("no workflow matches: nothing to replay", filter=flt.to_dict())
                 return await plan_replay(
-                    conn, self._reader, selection=selection, from_state=state, reason=reason, flt=flt, now=now
+                    conn, self.reader, selection=selection, from_state=state, reason=reason, flt=flt, now=now
                 )
 
     async def replay(
