@@ -16,6 +16,14 @@ if [ ! -f "$stamp" ]; then
   python -m pip install -q -e ".[test]"
   touch "$stamp"
 fi
+if [ ! -x /usr/bin/chromium ]; then
+  # The console's browser test drives Debian's chromium (Playwright's own download cannot work here).
+  [ "$(id -u)" = 0 ] || { echo "error: the browser test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; }
+  echo "== installing chromium (Debian package)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq chromium >/dev/null
+fi
 for tool in java mvn; do
   command -v "$tool" >/dev/null || { echo "error: $tool is needed (a JDK 17+ and Maven) to run the local Kafka broker" >&2; exit 1; }
 done
