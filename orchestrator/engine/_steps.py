@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import structlog
 
 from orchestrator import faults
 from orchestrator.connect import ConnectClient, PreparedRequest, canonical_json
@@ -90,6 +91,9 @@ class StepRunner:
     # --- line item workflows ---
 
     async def run_workflow_step(self, workflow_id: uuid.UUID) -> None:  # noqa: PLR0911 - one exit per protocol branch
+        # Every log line of this step carries its ids. The scheduler runs each step in a task of its
+        # own, whose copy of the context ends with it, so the binding cannot leak into other steps.
+        structlog.contextvars.bind_contextvars(workflow_id=str(workflow_id))
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 # Locks are always taken order first, then workflow, everywhere: no deadlocks.
@@ -100,6 +104,7 @@ class StepRunner:
                 row = await lock_workflow(conn, workflow_id)
                 if row is None or order is None:
                     return
+                structlog.contextvars.bind_contextvars(order_id=row.order_id, line_item_id=row.line_item_id)
                 now = self._clock.now()
                 plan = plan_item(row, order, now=now)
                 if isinstance(plan, Move | Wait):
@@ -310,6 +315,8 @@ class StepRunner:
 
     async def run_order_step(self, order_id: str) -> None:
         """Create the provider order, then submit it once every live item is in it."""
+        structlog.contextvars.unbind_contextvars("workflow_id", "line_item_id")
+        structlog.contextvars.bind_contextvars(order_id=order_id)
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 order = await lock_order(conn, order_id)
