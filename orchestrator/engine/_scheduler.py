@@ -77,6 +77,9 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        # Claims of failed steps whose release failed too (the database was away). Nobody else takes
+        # a live worker's claims, so unless we put them back once Postgres returns, they are stranded.
+        self._unreleased: set[int] = set()
         self._listener: asyncpg.Connection | None = None
         self._state = _State.NEW
         self.steps_run = 0
@@ -164,6 +167,7 @@ class Scheduler:
         while self._state is _State.RUNNING:
             self._wake.clear()
             try:
+                await self._retry_releases()
                 claimed = await self._pool.fetch(_CLAIM, self.worker_id, self._batch, self._dead_after)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("claiming timers failed", error=str(exc))
@@ -191,11 +195,22 @@ class Scheduler:
             log.warning(
                 "step failed; it will run again", timer_id=timer["id"], kind=timer["kind"], error=repr(exc)
             )
-            with contextlib.suppress(Exception):
+            try:
                 await self._release(timer["id"])
+            except Exception:  # whatever the cause, the claim must not stay ours forever
+                self._unreleased.add(timer["id"])
         finally:
             self._slots.release()
             self._wake.set()
+
+    async def _retry_releases(self) -> None:
+        for timer_id in sorted(self._unreleased):
+            try:
+                await self._release(timer_id)
+            except Exception as exc:  # the database is still away: retried next round
+                log.warning("releasing a failed step's claim failed", timer_id=timer_id, error=repr(exc))
+                return
+            self._unreleased.discard(timer_id)
 
     async def _release(self, timer_id: int) -> None:
         """Put a failed step back, a little later; if a newer pending timer exists, this one goes."""
