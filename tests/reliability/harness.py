@@ -1,0 +1,409 @@
+"""What every reliability test (and the soak) needs: a self-contained rig of topics, database and
+sandbox; `orchestrator run` worker processes that can be SIGKILLed and restarted; a generator of
+realistic CRM traffic (every path, plus cancellations, amendments, duplicates and poison); and
+`drain`, which waits until the system has nothing left to do.
+
+Workers are real child processes (`python -m orchestrator run`), because a crash test that kills
+a coroutine proves nothing about a process dying between two syscalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pydantic import SecretStr
+
+from orchestrator.faults import MARKER
+from orchestrator.localstack import LocalKafka
+from orchestrator.localstack._ports import free_port
+from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
+from orchestrator.settings import ConnectSettings, DatabaseSettings, KafkaSettings, Settings, WebhookSettings
+from orchestrator.webhooks import WEBHOOK_PATH
+from tests.e2e.support import settings_env
+from tests.reliability.invariants import SETTLED_STATES, Report, check, group_offsets, observe
+
+SANDBOX_KEY = "reliability-sandbox-key"
+WEBHOOK_KEY = "reliability-webhook-key"
+STRUCTURED = [("content-type", b"application/cloudevents+json")]
+
+
+@dataclass
+class Rig:
+    """One run's world: its own topics, consumer group, database and sandbox."""
+
+    settings: Settings
+    sandbox: RunningSandbox
+    control: SandboxControl
+    log_dir: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+    restarts: int = 0
+
+    def worker(self, *, fault_point: str | None = None, webhook_port: int | None = None) -> WorkerProcess:
+        """Start one more `orchestrator run` process."""
+        process = WorkerProcess(
+            self.settings,
+            log_path=self.log_dir / f"worker-{len(self.workers) + 1}.log",
+            fault_point=fault_point,
+            webhook_port=webhook_port,
+        )
+        process.start()
+        self.workers.append(process)
+        return process
+
+    def alive(self) -> list[WorkerProcess]:
+        return [w for w in self.workers if w.alive]
+
+    async def report(self) -> Report:
+        return check(
+            await observe(
+                database_url=self.settings.database.url.get_secret_value(),
+                kafka=self.settings.kafka,
+                control=self.control,
+            )
+        )
+
+    async def stop_all(self) -> list[int]:
+        return [await w.stop() for w in self.workers if w.alive]
+
+    def logs(self, chars: int = 4000) -> str:
+        tails = [
+            f"--- {w.log_path.name}\n{w.log_tail(chars // max(len(self.workers), 1))}" for w in self.workers
+        ]
+        return "\n".join(tails)
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    *, kafka: LocalKafka, database_url: str, log_dir: Path, seed: int = 7, webhook_port: int | None = None
+) -> AsyncIterator[Rig]:
+    """Topics of their own, a migrated database (given), and a fast sandbox delivering webhooks."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = KafkaSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        orders_topic=f"crm.orders.v1.{suffix}",
+        orders_dlq_topic=f"crm.orders.v1.{suffix}.dlq",
+        status_topic=f"provisioning.status.v1.{suffix}",
+        connect_events_topic=f"connect.events.v1.{suffix}",
+        connect_events_dlq_topic=f"connect.events.v1.{suffix}.dlq",
+        consumer_group=f"reliability-{suffix}",
+    )
+    await kafka.create_topics(
+        [
+            topics.orders_topic,
+            topics.orders_dlq_topic,
+            topics.status_topic,
+            topics.connect_events_topic,
+            topics.connect_events_dlq_topic,
+        ]
+    )
+    port = webhook_port or free_port()
+    config = SandboxConfig(
+        api_key=SANDBOX_KEY,
+        seed=seed,
+        order_step_s=0.2,
+        port_step_s=0.3,
+        port_delay_s=0.5,
+        webhook_url=f"http://127.0.0.1:{port}{WEBHOOK_PATH}",
+        webhook_secret=WEBHOOK_KEY,
+        webhook_retry_max_real_s=2.0,
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    async with run_sandbox(config) as sandbox:
+        settings = Settings(
+            kafka=topics,
+            database=DatabaseSettings(url=SecretStr(database_url), pool_max_size=8),
+            connect=ConnectSettings(
+                base_url=sandbox.base_url,
+                api_key=SecretStr(SANDBOX_KEY),
+                read_timeout_s=3.0,
+                total_timeout_s=4.0,
+                max_retry_after_s=5.0,
+            ),
+            webhook=WebhookSettings(port=port, api_key=SecretStr(WEBHOOK_KEY)),
+        )
+        async with SandboxControl(base_url=sandbox.base_url, api_key=SANDBOX_KEY) as control:
+            running = Rig(settings=settings, sandbox=sandbox, control=control, log_dir=log_dir)
+            try:
+                yield running
+            finally:
+                for worker in running.workers:
+                    worker.kill()
+
+
+class WorkerProcess:
+    """One `python -m orchestrator run` child. `kill()` is SIGKILL; `stop()` is SIGTERM + wait."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_path: Path,
+        fault_point: str | None = None,
+        webhook_port: int | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.log_path = log_path
+        self.fault_point = fault_point
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+        env |= settings_env(settings) | {"ORCHESTRATOR_LOG_LEVEL": log_level}
+        if fault_point:
+            env["ORCHESTRATOR_FAULT_POINT"] = fault_point
+        if webhook_port is not None:
+            env["ORCHESTRATOR_WEBHOOK__PORT"] = str(webhook_port)
+        self._env = env
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as out:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", "run", "--no-migrate"],
+                env=self._env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def kill(self) -> None:
+        if self.alive:
+            assert self._process is not None
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait(timeout=10)
+
+    async def wait_exit(self, timeout_s: float) -> int | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.alive and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        return self.returncode
+
+    async def stop(self, timeout_s: float = 40.0) -> int:
+        """SIGTERM, then wait for the graceful exit (SIGKILL and -9 if it does not come)."""
+        if not self.alive:
+            return self.returncode if self.returncode is not None else 0
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+        code = await self.wait_exit(timeout_s)
+        if code is None:
+            self.kill()
+            return -signal.SIGKILL
+        return code
+
+    def fired(self) -> str | None:
+        """The fault point that killed this process, if one did."""
+        for line in reversed(self.log_tail(20000).splitlines()):
+            if line.startswith(MARKER):
+                return line.split(" ", 1)[1].strip()
+        return None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_bytes()[-chars:].decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+
+# --- traffic ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    key: str
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=lambda: list(STRUCTURED))
+
+
+def crm_event(event_type: str, data: dict[str, Any], *, event_id: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id or str(uuid.uuid4()),
+            "source": "urn:crm:reliability",
+            "type": event_type,
+            "subject": data["orderId"],
+            "time": datetime.now(UTC).isoformat(),
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+    ).encode()
+
+
+def _subscription(line_item_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "SUBSCRIPTION",
+        "lineItemId": line_item_id,
+        "productOfferingId": "mobile-plan-basic",
+        **fields,
+    }
+
+
+def _porting() -> dict[str, Any]:
+    return {
+        "details": {
+            "accountNumber": "ACC-123456",
+            "passcode": "9911",
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "address": {"street1": "1 Main St", "city": "Springfield", "zip": "12345", "country": "US"},
+        }
+    }
+
+
+KINDS = ("assigned", "port", "temp_port", "mixed", "cancel", "amend", "duplicate", "poison", "dup_order")
+
+
+def order_messages(
+    rng: random.Random, count: int, *, prefix: str, kinds: tuple[str, ...] = KINDS
+) -> list[Message]:
+    """`count` orders of random kinds, every event of an order in the order the CRM would send it."""
+    messages: list[Message] = []
+    for n in range(count):
+        kind = rng.choice(kinds)
+        order_id = f"{prefix}-{n}-{kind}"
+        msisdn = f"+1555{rng.randrange(10**7):07d}"
+
+        def submitted(*items: dict[str, Any], event_id: str | None = None, oid: str = order_id) -> Message:
+            data = {"orderId": oid, "customer": {"customerId": f"cust-{oid}"}, "lineItems": list(items)}
+            return Message(oid, crm_event("crm.order.submitted", data, event_id=event_id))
+
+        if kind == "assigned":
+            messages.append(submitted(_subscription("li-1")))
+        elif kind == "port":
+            messages.append(submitted(_subscription("li-1", msisdn=msisdn, porting=_porting())))
+        elif kind == "temp_port":
+            messages.append(
+                submitted(_subscription("li-1", msisdn=msisdn, porting=_porting(), tempNumber=True))
+            )
+        elif kind == "mixed":
+            license_item = {"type": "LICENSE", "lineItemId": "li-lic", "productOfferingId": "office-suite"}
+            messages.append(submitted(_subscription("li-1"), license_item))
+        elif kind == "cancel":
+            messages.append(
+                submitted(_subscription("li-1"), _subscription("li-2", msisdn=msisdn, porting=_porting()))
+            )
+            data = {"orderId": order_id, "reason": "NO_NEED"}
+            messages.append(Message(order_id, crm_event("crm.order.cancelled", data)))
+        elif kind == "amend":
+            messages.append(submitted(_subscription("li-1")))
+            update = {
+                "orderId": order_id,
+                "lineItem": _subscription("li-1", productOfferingId="mobile-plan-max"),
+            }
+            messages.append(Message(order_id, crm_event("crm.order.line_item.updated", update)))
+        elif kind == "duplicate":
+            event_id = str(uuid.uuid4())
+            messages += [submitted(_subscription("li-1"), event_id=event_id)] * 2
+        elif kind == "poison":
+            messages.append(Message(order_id, b"\xff{not json" + rng.randbytes(8)))
+        elif kind == "dup_order":
+            messages += [submitted(_subscription("li-1")), submitted(_subscription("li-1"))]
+    return messages
+
+
+async def publish(settings: Settings, messages: list[Message]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_idempotence=True)
+    await producer.start()
+    try:
+        for message in messages:
+            await producer.send_and_wait(
+                settings.kafka.orders_topic, message.value, key=message.key.encode(), headers=message.headers
+            )
+    finally:
+        await producer.stop()
+
+
+# --- draining ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    workflows: int
+    unsettled: int
+    unpublished: int
+    unconsumed: int
+
+    @property
+    def done(self) -> bool:
+        return self.unsettled == 0 and self.unpublished == 0 and self.unconsumed == 0 and self.workflows > 0
+
+
+async def progress(settings: Settings) -> Progress:
+    conn = await asyncpg.connect(settings.database.url.get_secret_value())
+    try:
+        total, unsettled = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE state <> ALL($1::text[])) FROM workflows",
+            sorted(SETTLED_STATES),
+        )
+        unpublished = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    finally:
+        await conn.close()
+    kafka = settings.kafka
+    try:
+        committed, ends = await group_offsets(
+            kafka.bootstrap_servers, kafka.consumer_group, [kafka.orders_topic, kafka.connect_events_topic]
+        )
+    except (KafkaError, OSError):  # no group yet, or the broker is away: not drained, ask again
+        return Progress(workflows=total, unsettled=unsettled, unpublished=unpublished, unconsumed=-1)
+    unconsumed = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
+    return Progress(workflows=total, unsettled=unsettled, unpublished=unpublished, unconsumed=unconsumed)
+
+
+async def drain(
+    rig: Rig,
+    *,
+    timeout_s: float,
+    on_tick: Callable[[], None] | None = None,
+    keep_alive: bool = True,
+) -> Progress:
+    """Wait until every line item is settled, the outbox is empty and every record is consumed.
+
+    With `keep_alive`, a worker found dead is restarted (without a fault point): a supervisor's job.
+    Raises AssertionError with the last progress and the workers' logs on timeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last: Progress | None = None
+    while True:
+        if keep_alive:
+            for worker in list(rig.workers):
+                if not worker.alive and worker.fault_point is not None:
+                    worker.fault_point = None
+            if not rig.alive():
+                rig.worker()
+                rig.restarts += 1
+        if on_tick is not None:
+            on_tick()
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            previous, last = last, await progress(rig.settings)
+            if last.done and previous is not None and previous.done:
+                return last  # twice in a row: nothing was in flight between the two readings
+        if loop.time() > deadline:
+            raise AssertionError(f"not drained after {timeout_s:.0f} s: {last}\n{rig.logs()}")
+        await asyncio.sleep(0.5)
