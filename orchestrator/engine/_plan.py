@@ -207,7 +207,9 @@ def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, now: datetime) -> 
     order_state = (snap.order or {}).get("state")
     if row.current == "cancelling":
         if snap.subscription is not None:
-            return Wait(0)  # subscription id now known: the next plan cancels it
+            # Remember the id (a context-only Move), so that the next plan cancels the subscription;
+            # a bare Wait(0) would forget it and poll again at once, forever.
+            return Move("", ctx)
         return Move("compensated") if order_state in ("CANCELLED", "EXPIRED") else _again(row, now)
     if row.line_item_type != "SUBSCRIPTION":
         if order_state == "COMPLETED":

@@ -174,6 +174,12 @@ class StepRunner:
                 workflow_id=str(row.workflow_id),
             )
             return Wait(self._retry.delay(row.attempts, error.retry_after_s))
+        if row.current == "cancelling":
+            # `cancelling` cannot fail (no such edge): a refused undo would strand the item there. Keep
+            # the answer for the operator and plan again later from fresh state (e.g. the order was
+            # submitted meanwhile, so the subscription is what must be cancelled now).
+            row.context["compensation_error"] = {"step": step, **error.to_dict()}
+            return Wait(self._retry.max_delay_s)
         details = error.to_dict()
         return Move(
             "fail",
