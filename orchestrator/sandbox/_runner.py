@@ -89,6 +89,9 @@ def serve(
     webhook_secret: str | None = None,
     seed: int = 0,
     clock_speed: float = 1.0,
+    order_step_s: float = 0.2,
+    port_step_s: float = 1.0,
+    port_delay_s: float = 3.0,
     log_level: str = "info",
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM). For `orchestrator sandbox`."""
@@ -98,6 +101,9 @@ def serve(
         webhook_secret=webhook_secret,
         seed=seed,
         clock_speed=clock_speed,
+        order_step_s=order_step_s,
+        port_step_s=port_step_s,
+        port_delay_s=port_delay_s,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.Server(_uvicorn_config(create_app(config), host=host, port=port, log_level=log_level)).run()

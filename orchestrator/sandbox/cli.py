@@ -22,6 +22,15 @@ def sandbox_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="ids, numbers and fault dice derive from it")] = 0,
     clock_speed: Annotated[float, typer.Option(help="sandbox seconds per real second; 0 freezes")] = 1.0,
+    order_step_s: Annotated[
+        float, typer.Option(help="SUBMITTED→PROCESSING and PROCESSING→COMPLETED, sandbox seconds", min=0)
+    ] = 0.2,
+    port_step_s: Annotated[
+        float, typer.Option(help="PENDING→IN_PROGRESS→SCHEDULED of a port-in, sandbox seconds", min=0)
+    ] = 1.0,
+    port_delay_s: Annotated[
+        float, typer.Option(help="SCHEDULED→outcome of a port-in, sandbox seconds", min=0)
+    ] = 3.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run a local Connect API sandbox until Ctrl-C."""
@@ -33,5 +42,8 @@ def sandbox_command(
         webhook_secret=webhook_secret,
         seed=seed,
         clock_speed=clock_speed,
+        order_step_s=order_step_s,
+        port_step_s=port_step_s,
+        port_delay_s=port_delay_s,
         log_level=log_level,
     )
