@@ -1,6 +1,9 @@
 """Durable time: claims due timers with SKIP LOCKED and runs their steps.
 
-A timer is claimed by setting `fired_at` and `claimed_by`, and deleted when its step is done. A
+A timer is claimed by setting `fired_at` and `claimed_by`, and deleted once its step is done (in
+the worker's next claim statement, so a busy worker spends one commit per claim, not one per
+step; a crash before that only runs an idempotent step once more). A worker restarted under the
+same id frees its previous run's claims at start. A
 worker heartbeats into `workers`; a claim whose worker has not been seen for `dead_after_s` is
 taken over by any live worker, so a SIGKILLed process delays its steps by seconds, not minutes.
 LISTEN/NOTIFY on channel `timers` wakes the loop as soon as a step is scheduled; without a notify
@@ -27,7 +30,11 @@ from orchestrator.store import connect
 log = get_logger(__name__)
 
 _CLAIM = """
-WITH live AS (SELECT worker_id FROM workers WHERE last_seen > now() - $3::interval),
+WITH finished AS (
+    -- steps this worker finished since the last claim: deleted here rather than one by one
+    DELETE FROM timers WHERE id = ANY($4::bigint[]) AND claimed_by = $1
+),
+live AS (SELECT worker_id FROM workers WHERE last_seen > now() - $3::interval),
 due AS (
     SELECT id FROM timers
     WHERE (fired_at IS NULL AND due_at <= now())
@@ -36,10 +43,32 @@ due AS (
     ORDER BY due_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE timers t SET fired_at = now(), claimed_by = $1
+    FROM due WHERE t.id = due.id
+    RETURNING t.id, t.workflow_id, t.order_id, t.kind
 )
-UPDATE timers t SET fired_at = now(), claimed_by = $1
-FROM due WHERE t.id = due.id
-RETURNING t.id, t.workflow_id, t.order_id, t.kind
+SELECT id, workflow_id, order_id, kind, NULL::float8 AS next_due_s FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL,
+       (SELECT extract(epoch FROM min(due_at) - now())::float8 FROM timers
+        WHERE fired_at IS NULL AND due_at > now())
+"""
+# A worker restarted under the same id (a StatefulSet pod, a systemd instance) frees what its
+# previous incarnation had claimed at once instead of never (claims of a live id are never taken
+# over). A claim with a pending twin, or with an older claimed twin, just goes: the twin runs the
+# step; the rest go back to pending, due now.
+_RELEASE_PREVIOUS = """
+WITH gone AS (
+    DELETE FROM timers t
+    WHERE t.claimed_by = $1 AND t.fired_at IS NOT NULL
+      AND EXISTS (SELECT 1 FROM timers p WHERE p.target = t.target AND p.kind = t.kind AND p.id <> t.id
+                  AND (p.fired_at IS NULL OR (p.claimed_by = $1 AND p.id < t.id)))
+    RETURNING t.id
+)
+UPDATE timers SET fired_at = NULL, claimed_by = NULL
+WHERE claimed_by = $1 AND fired_at IS NOT NULL AND id NOT IN (SELECT id FROM gone)
 """
 
 
@@ -63,6 +92,7 @@ class Scheduler:
         heartbeat_s: float = 1.0,
         dead_after_s: float = 5.0,
         idle_poll_s: float = 1.0,
+        min_claim_interval_s: float = 0.01,
     ) -> None:
         self._pool = pool
         self._database_url = database_url
@@ -74,6 +104,10 @@ class Scheduler:
         self._heartbeat_s = heartbeat_s
         self._dead_after = timedelta(seconds=dead_after_s)
         self._idle_poll_s = idle_poll_s
+        # Under load every finished step and every NOTIFY wakes the loop: claiming at most this
+        # often lets one claim take many timers (one commit) instead of one each.
+        self._min_claim_interval_s = min_claim_interval_s
+        self._finished: list[int] = []  # timers whose steps are done, deleted with the next claim
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
@@ -93,6 +127,7 @@ class Scheduler:
             "ON CONFLICT (worker_id) DO UPDATE SET last_seen = now()",
             self.worker_id,
         )
+        await self._release_previous_claims()
         self._state = _State.RUNNING
         self._tasks = [
             asyncio.create_task(self._heartbeat(), name="scheduler-heartbeat"),
@@ -115,6 +150,7 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self._delete_finished()
             # Unfinished claims go back to pending now, rather than after dead_after_s.
             await self._pool.execute(
                 "UPDATE timers SET fired_at = NULL, claimed_by = NULL WHERE claimed_by = $1 "
@@ -134,6 +170,24 @@ class Scheduler:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _release_previous_claims(self) -> None:
+        for _ in range(3):  # a concurrent schedule() may add a pending twin in between: try again
+            try:
+                await self._pool.execute(_RELEASE_PREVIOUS, self.worker_id)
+                return
+            except asyncpg.UniqueViolationError:
+                await asyncio.sleep(0.05)
+        log.warning("claims of a previous run stay until another worker takes them", worker_id=self.worker_id)
+
+    async def _delete_finished(self) -> None:
+        finished, self._finished = self._finished, []
+        if finished:
+            await self._pool.execute(
+                "DELETE FROM timers WHERE id = ANY($1::bigint[]) AND claimed_by = $2",
+                finished,
+                self.worker_id,
+            )
 
     async def _heartbeat(self) -> None:
         while self._state is _State.RUNNING:
@@ -164,23 +218,36 @@ class Scheduler:
         self._wake.set()
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_claim = 0.0
         while self._state is _State.RUNNING:
+            pause = last_claim + self._min_claim_interval_s - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
             self._wake.clear()
+            last_claim = loop.time()
+            finished, self._finished = self._finished, []
             try:
                 await self._retry_releases()
-                claimed = await self._pool.fetch(_CLAIM, self.worker_id, self._batch, self._dead_after)
+                rows = await self._pool.fetch(_CLAIM, self.worker_id, self._batch, self._dead_after, finished)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("claiming timers failed", error=str(exc))
-                claimed = []
+                self._finished.extend(finished)  # deleted with a later claim
+                rows = []
                 await asyncio.sleep(1.0)
+            claimed = [row for row in rows if row["id"] is not None]
+            next_due_s = next((row["next_due_s"] for row in rows if row["id"] is None), None)
             for timer in claimed:
                 await self._slots.acquire()
                 task = asyncio.create_task(self._run(timer))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             if len(claimed) < self._batch:
+                # Sleep until woken, or until the next timer is due (a poll in 0.5 s runs then,
+                # not at the next idle poll), or the idle poll (other workers' dead claims).
+                wait_s = self._idle_poll_s if next_due_s is None else min(self._idle_poll_s, next_due_s)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
+                    await asyncio.wait_for(self._wake.wait(), max(wait_s, 0.0))
 
     async def _run(self, timer: asyncpg.Record) -> None:
         try:
@@ -188,7 +255,7 @@ class Scheduler:
                 await self._run_workflow_step(timer["workflow_id"])
             elif timer["kind"] == ORDER_STEP:
                 await self._run_order_step(timer["order_id"])
-            await self._pool.execute("DELETE FROM timers WHERE id = $1", timer["id"])
+            self._finished.append(timer["id"])  # deleted with the next claim, in its statement
             self.steps_run += 1
         except Exception as exc:
             self.steps_failed += 1
