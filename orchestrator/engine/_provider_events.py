@@ -31,33 +31,42 @@ class ProviderEventIntake:
     async def __call__(self, record: ConsumedRecord) -> None:
         try:
             event = ProviderWebhookEvent.model_validate(json.loads(record.value or b""))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError) as exc:  # RecursionError: absurd nesting
             raise DeadLetter(reason="invalid_webhook", error=str(exc)[:500]) from exc
         data = event.data
         order = data.get("order") if isinstance(data.get("order"), dict) else {}
-        subscription_id = data.get("subscriptionId")
-        provider_order_id = data.get("orderId") or (order or {}).get("orderId")
-        async with self._pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                """INSERT INTO inbox (source, event_id, event_type, topic, partition, "offset")
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
-                SOURCE,
-                event.event_id,
-                event.type,
-                record.topic,
-                record.partition,
-                record.offset,
-            )
-            if not fresh:
-                return
-            rows = await conn.fetch(
-                """SELECT w.workflow_id FROM workflows w JOIN orders o USING (order_id)
-                   WHERE w.state NOT IN ('activated', 'completed', 'cancelled', 'failed')
-                     AND ((w.context ->> 'subscription_id') = $1 OR o.provider_order_id = $2)""",
-                subscription_id,
-                provider_order_id,
-            )
-            now = self._clock.now()
-            for row in rows:
-                await schedule(conn, kind=STEP, workflow_id=row["workflow_id"], due_at=now)
+        # Ids are text; anything else in a webhook (a number, a list) matches no workflow and must
+        # not reach the query as a parameter of the wrong type (that would stall the partition).
+        subscription_id = _text(data.get("subscriptionId"))
+        provider_order_id = _text(data.get("orderId")) or _text((order or {}).get("orderId"))
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                fresh = await conn.fetchval(
+                    """INSERT INTO inbox (source, event_id, event_type, topic, partition, "offset")
+                       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
+                    SOURCE,
+                    event.event_id,
+                    event.type,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+                if not fresh:
+                    return
+                rows = await conn.fetch(
+                    """SELECT w.workflow_id FROM workflows w JOIN orders o USING (order_id)
+                       WHERE w.state NOT IN ('activated', 'completed', 'cancelled', 'failed')
+                         AND ((w.context ->> 'subscription_id') = $1 OR o.provider_order_id = $2)""",
+                    subscription_id,
+                    provider_order_id,
+                )
+                now = self._clock.now()
+                for row in rows:
+                    await schedule(conn, kind=STEP, workflow_id=row["workflow_id"], due_at=now)
+        except asyncpg.DataError as exc:  # e.g. NUL in a text field: this record fails so forever
+            raise DeadLetter(reason="invalid_webhook", error=str(exc)[:500]) from exc
         log.debug("provider event", type=event.type, event_id=event.event_id, workflows=len(rows))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

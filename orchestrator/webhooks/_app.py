@@ -105,7 +105,7 @@ async def _accept(request: Request, *, secret: bytes, max_body_bytes: int) -> tu
         ) from None
     try:
         parsed = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting: RecursionError
         raise _Rejected(_problem(400, "invalid_json", f"the body is not UTF-8 JSON: {exc}")) from exc
     if not isinstance(parsed, dict):
         raise _Rejected(_problem(400, "invalid_json", "the body must be a JSON object"))
