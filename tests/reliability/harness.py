@@ -329,8 +329,8 @@ def order_messages(
 
 async def publish(settings: Settings, messages: list[Message]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_idempotence=True)
-    await producer.start()
     try:
+        await producer.start()
         for message in messages:
             await producer.send_and_wait(
                 settings.kafka.orders_topic, message.value, key=message.key.encode(), headers=message.headers

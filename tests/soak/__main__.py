@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from orchestrator.faults import FAULT_POINTS
 from orchestrator.localstack import LocalStack, local_stack
 from orchestrator.localstack._ports import free_port
 from orchestrator.logs import configure_logging
 from orchestrator.store import migrate
-from tests.reliability.harness import Rig, WorkerProcess, drain, order_messages, publish, rig
+from tests.reliability.harness import Message, Rig, WorkerProcess, drain, order_messages, publish, rig
 from tests.reliability.invariants import Report
 
 
@@ -49,6 +51,7 @@ class Tally:
     restarts: int = 0
     broker_restarts: int = 0
     database_restarts: int = 0
+    publish_retries: int = 0
 
 
 def _random_rules(rng: random.Random) -> list[dict[str, Any]]:
@@ -93,15 +96,24 @@ class Soak:
 
     async def publisher(self, deadline: float) -> None:
         total, sent = self.args.orders, 0
+        pending: list[Message] | None = None  # generated once, re-sent as they are until the broker acks
+        count = 0
         started = time.monotonic()
         while sent < total and time.monotonic() < deadline:
             due = min(total, int(total * (time.monotonic() - started) / (deadline - started)) + 1)
             if due > sent:
-                messages = order_messages(self.rng, due - sent, prefix=f"soak{sent}")
-                await publish(self.rig.settings, messages)
-                self.tally.orders += due - sent
+                if pending is None:
+                    count, pending = due - sent, order_messages(self.rng, due - sent, prefix=f"soak{sent}")
+                messages = pending
+                try:
+                    await publish(self.rig.settings, messages)
+                except KafkaError:  # the broker is being restarted: the CRM retries, and so do we
+                    self.tally.publish_retries += 1
+                    await asyncio.sleep(1.0)
+                    continue  # the same orders again: whatever went out already is deduplicated
+                self.tally.orders += count
                 self.tally.messages += len(messages)
-                sent = due
+                sent, pending = sent + count, None
             await asyncio.sleep(1.0)
 
     async def chaos(self, deadline: float) -> None:
@@ -177,6 +189,7 @@ def summary(args: argparse.Namespace, tally: Tally, report: Report, elapsed_s: f
         ("worker restarts", str(tally.restarts)),
         ("broker restarts", str(tally.broker_restarts)),
         ("database restarts", str(tally.database_restarts)),
+        ("CRM publishes retried (broker away)", str(tally.publish_retries)),
         ("provider effects in the ledger", str(report.facts.get("provider_effects", 0))),
         (
             "status records (duplicates deduped by id)",
