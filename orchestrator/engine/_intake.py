@@ -161,15 +161,17 @@ class CrmIntake:
         )
         if not rows:
             raise DeadLetter(reason="unknown_order", error=f"no order {order_id} was ever submitted")
+        # Timers are always touched in workflow id order (here, in steps and in provider-event
+        # intake), so concurrent transactions cannot deadlock on them.
         if line_item_ids is None:
-            return [r["workflow_id"] for r in rows]
+            return sorted(r["workflow_id"] for r in rows)
         known = {r["line_item_id"]: r["workflow_id"] for r in rows}
         missing = sorted(set(line_item_ids) - set(known))
         if missing:
             raise DeadLetter(
                 reason="unknown_line_item", error=f"order {order_id} has no line item(s) {', '.join(missing)}"
             )
-        return [known[i] for i in line_item_ids]
+        return sorted(known[i] for i in line_item_ids)
 
     async def _updated(
         self, conn: asyncpg.Connection, event: LineItemUpdatedEvent, *, now: datetime, cause: str

@@ -56,7 +56,8 @@ class ProviderEventIntake:
                 rows = await conn.fetch(
                     """SELECT w.workflow_id FROM workflows w JOIN orders o USING (order_id)
                        WHERE w.state NOT IN ('activated', 'completed', 'cancelled', 'failed')
-                         AND ((w.context ->> 'subscription_id') = $1 OR o.provider_order_id = $2)""",
+                         AND ((w.context ->> 'subscription_id') = $1 OR o.provider_order_id = $2)
+                       ORDER BY w.workflow_id""",
                     subscription_id,
                     provider_order_id,
                 )

@@ -391,7 +391,8 @@ class StepRunner:
         elif step == "submit_order":
             await conn.execute("UPDATE orders SET submitted_at = $2 WHERE order_id = $1", order.order_id, now)
             for record in await conn.fetch(
-                "SELECT workflow_id FROM workflows WHERE order_id = $1 AND state = 'awaiting_submission'",
+                "SELECT workflow_id FROM workflows WHERE order_id = $1 AND state = 'awaiting_submission' "
+                "ORDER BY workflow_id",
                 order.order_id,
             ):
                 row = await lock_workflow(conn, record["workflow_id"])
@@ -401,7 +402,7 @@ class StepRunner:
             await conn.execute("UPDATE orders SET cancelled_at = $2 WHERE order_id = $1", order.order_id, now)
         # Wake every item: they may have been waiting for the provider order to exist.
         for record in await conn.fetch(
-            "SELECT workflow_id FROM workflows WHERE order_id = $1", order.order_id
+            "SELECT workflow_id FROM workflows WHERE order_id = $1 ORDER BY workflow_id", order.order_id
         ):
             await schedule(conn, kind=STEP, workflow_id=record["workflow_id"], due_at=now)
 
@@ -417,7 +418,7 @@ class StepRunner:
             "provider": outcome.error.to_dict(),
         }
         for record in await conn.fetch(
-            "SELECT workflow_id, state FROM workflows WHERE order_id = $1", order_id
+            "SELECT workflow_id, state FROM workflows WHERE order_id = $1 ORDER BY workflow_id", order_id
         ):
             if is_settled(record["state"]) or record["state"] == "cancelling":
                 continue
