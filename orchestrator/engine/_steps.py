@@ -25,6 +25,7 @@ from orchestrator.engine._calls import (
     CallOutcome,
     KeyWindowPassed,
     Send,
+    mark_call,
     prepare_intent,
     record_outcome,
     send,
@@ -51,6 +52,8 @@ from orchestrator.engine._plan import (
     order_key,
     plan_item,
 )
+from orchestrator.engine._reconcile import Action, ConnectReader, call_facts, check_effect
+from orchestrator.engine._reconcile import decide as decide_call
 from orchestrator.engine._rows import ORDER_COLUMNS, OrderRow, WorkflowRow
 from orchestrator.logs import get_logger
 from orchestrator.machines import Transitioned, is_settled, restore, try_event
@@ -195,33 +198,53 @@ class StepRunner:
     async def _key_window_passed(
         self, conn: asyncpg.Connection, workflow_id: uuid.UUID, plan: Call, intent: KeyWindowPassed
     ) -> None:
-        """Past the key window a resend could apply the effect twice: fail to an operator, whose
-        replay reads provider state first (see docs/operations.md)."""
+        """The stored call's key is past the provider's window, so re-sending it could apply the
+        effect twice. Read provider state first: skip the call if the effect is there, re-key the
+        workflow if it is not, and stop for an operator if it cannot be told."""
+        key = intent.request.idempotency_key
+        record = await conn.fetchrow("SELECT * FROM provider_calls WHERE idempotency_key = $1", key)
+        row_before = await conn.fetchrow(
+            "SELECT w.line_item_id, o.provider_order_id FROM workflows w JOIN orders o USING (order_id) "
+            "WHERE w.workflow_id = $1",
+            workflow_id,
+        )
+        if record is None or row_before is None:
+            return
+        facts = call_facts(record, row_before["line_item_id"])
+        reader = ConnectReader(self._client, timeout_s=self._step_timeout_s)
+        evidence = await check_effect(reader, facts, provider_order_id=row_before["provider_order_id"])
+        now = self._clock.now()
+        decision = decide_call(facts, evidence, now=now)
+        cause = f"reconcile:{plan.step}"
         async with conn.transaction():
-            order_id = await conn.fetchval(
-                "SELECT order_id FROM workflows WHERE workflow_id = $1", workflow_id
-            )
-            await lock_order(conn, order_id)
+            await lock_order(conn, record["order_id"])
             row = await lock_workflow(conn, workflow_id)
             if row is None:
                 return
-            await self._apply(
-                conn,
-                row,
-                Move(
-                    "fail",
-                    error={
-                        "code": "key_window_passed",
-                        "message": f"{plan.step} was first sent at {intent.first_sent_at.isoformat()}; "
-                        "its "
-                        "idempotency key has expired at the provider; reconcile before re-sending",
-                        "retryable": False,
-                        "step": plan.step,
-                    },
-                ),
-                now=self._clock.now(),
-                cause=plan.step,
-            )
+            log.warning(
+                "key window passed: reconciled by reading provider state",
+                workflow_id=str(workflow_id), step=plan.step, action=decision.action.value, why=decision.why,
+            )  # fmt: skip
+            if decision.action is Action.SKIP:
+                await conn.execute(
+                    "UPDATE provider_calls SET status = 'skipped', response_body = $2, completed_at = $3 "
+                    "WHERE idempotency_key = $1",
+                    key, evidence.body, now,
+                )  # fmt: skip
+                await self._apply(conn, row, plan.on_success(evidence.body), now=now, cause=cause)
+            elif decision.action is Action.REKEY:
+                await mark_call(conn, key=str(key), status="rekeyed", now=now)
+                row.generation += 1
+                await self._apply(conn, row, Wait(0), now=now, cause=cause)
+            else:
+                message = f"{plan.step} was first sent at {intent.first_sent_at.isoformat()}: {decision.why}"
+                error = {
+                    "code": "key_window_passed",
+                    "message": message,
+                    "retryable": False,
+                    "step": plan.step,
+                }
+                await self._apply(conn, row, Move("fail", error=error), now=now, cause=plan.step)
 
     async def _read(self, plan: Poll, row: WorkflowRow) -> Snapshot:
         """GETs only: safe to repeat, so no intent is stored. A failed read is an empty snapshot."""

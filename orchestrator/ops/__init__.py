@@ -9,19 +9,25 @@ The CLI (`orchestrator workflows|replay|cancel|retry-now`, in `ops/cli.py`) and 
 (`orchestrator/admin/`) are thin shells over `Operations`. See docs/operations.md.
 """
 
+from orchestrator.engine._reconcile import (
+    Action,
+    CallFacts,
+    ConnectReader,
+    Evidence,
+    ProviderReader,
+    ProviderReadFailed,
+)
+from orchestrator.engine._reconcile import decide as decide_call
 from orchestrator.ops._errors import (
     ActionRefused,
     InvalidInput,
     NotFound,
     OpsError,
     PlanChanged,
-    ProviderReadFailed,
     ReasonRequired,
 )
 from orchestrator.ops._filters import WorkflowFilter, build_filter, known_states, parse_duration
 from orchestrator.ops._operations import Operations, check_actor, check_reason, open_operations
-from orchestrator.ops._reconcile import Action, CallFacts, ConnectReader, Evidence, ProviderReader
-from orchestrator.ops._reconcile import decide as decide_call
 from orchestrator.ops._replay import CallPlan, ReplayPlan, WorkflowPlan
 from orchestrator.ops._tracing import enable_tracing, set_tracer, span
 

@@ -49,10 +49,3 @@ class PlanChanged(ActionRefused):
     """The plan computed now differs from the one the operator confirmed: show it again."""
 
     code = "plan_changed"
-
-
-class ProviderReadFailed(OpsError):
-    """A GET to the provider failed, so its state is unknown."""
-
-    code = "provider_read_failed"
-    http_status = 502

@@ -16,12 +16,12 @@ import asyncpg
 
 from orchestrator.connect import ConnectClient
 from orchestrator.engine import Clock, SystemClock
+from orchestrator.engine._reconcile import ConnectReader, ProviderReader
 from orchestrator.ops import _audit
 from orchestrator.ops._actions import cancel_workflow
 from orchestrator.ops._actions import retry_now as _retry_now
 from orchestrator.ops._errors import ActionRefused, InvalidInput, PlanChanged, ReasonRequired
 from orchestrator.ops._filters import WorkflowFilter
-from orchestrator.ops._reconcile import ConnectReader, ProviderReader
 from orchestrator.ops._replay import (
     ReplayPlan,
     execute_replay,

@@ -34,19 +34,19 @@ from orchestrator.engine._journal import (
     schedule,
 )
 from orchestrator.engine._plan import Call, Move, Poll, Wait, order_key, plan_item, step_key
+from orchestrator.engine._reconcile import (
+    UNSETTLED,
+    Action,
+    ProviderReader,
+    call_facts,
+    check_effect,
+)
+from orchestrator.engine._reconcile import decide as decide_call
 from orchestrator.engine._rows import ORDER_COLUMNS, WORKFLOW_COLUMNS, OrderRow, WorkflowRow
 from orchestrator.engine._steps import lock_order
 from orchestrator.machines import Transitioned, decide, restore, try_event
 from orchestrator.ops._errors import ActionRefused, InvalidInput
 from orchestrator.ops._filters import WorkflowFilter, known_states, where_clause
-from orchestrator.ops._reconcile import (
-    UNSETTLED,
-    Action,
-    CallFacts,
-    ProviderReader,
-    check_effect,
-)
-from orchestrator.ops._reconcile import decide as decide_call
 
 
 @dataclass(frozen=True)
@@ -179,28 +179,6 @@ def replay_filter(flt: WorkflowFilter) -> WorkflowFilter:
     return flt if flt.workflow_ids else replace(flt, states=("failed",))
 
 
-def _facts(record: Any, line_item_id: str | None) -> CallFacts:
-    body = record["body"]
-    try:
-        request = json.loads(body) if body else None
-    except ValueError:
-        request = None
-    return CallFacts(
-        idempotency_key=record["idempotency_key"],
-        step=record["step"],
-        method=record["method"],
-        path=record["path"],
-        status=record["status"],
-        generation=record["generation"],
-        first_sent_at=record["first_sent_at"],
-        response_status=record["response_status"],
-        error_code=(record["error"] or {}).get("code"),
-        workflow_level=record["workflow_id"] is not None,
-        line_item_id=line_item_id,
-        request=request,
-    )
-
-
 def describe_next(plan: Any) -> dict[str, Any]:
     """What the engine does first after the resume (pure `plan_item` output, for people)."""
     if isinstance(plan, Call):
@@ -235,7 +213,7 @@ async def _call_plans(
 ) -> list[CallPlan]:
     plans = []
     for record in records:
-        facts = _facts(record, line_item_id)
+        facts = call_facts(record, line_item_id)
         evidence = await check_effect(reader, facts, provider_order_id=provider_order_id)
         decision = decide_call(facts, evidence, now=now)
         plans.append(

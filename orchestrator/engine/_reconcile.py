@@ -1,5 +1,6 @@
 """Does the provider already have a call's effect? Decided by reading provider state (GETs only),
-then turned into one of three actions for a replay:
+then turned into one of three actions. Used by the engine when a stored call's key is past the
+provider's window, and by an operator's replay (orchestrator.ops) for its dry-run plan:
 
 - `skip`: the effect is there; the call is settled as `skipped` with the read as its answer, and
   the engine's `prepare_intent` treats it as done (it is never sent again);
@@ -18,15 +19,25 @@ workflow is left alone and the plan says why.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from orchestrator.connect import ConnectClient, PreparedRequest, ProviderError, ProviderNotFound
 from orchestrator.engine._calls import KEY_WINDOW, KEY_WINDOW_MARGIN
-from orchestrator.ops._errors import ProviderReadFailed
+from orchestrator.errors import OrchestratorError
 
 UNSETTLED = ("intent", "retrying", "failed")
+
+
+class ProviderReadFailed(OrchestratorError):
+    """A GET to the provider failed, so its state is unknown."""
+
+    code = "provider_read_failed"
+    retryable = True
+
+
 # Answers the provider does not cache under the key (gateway-level: try again later).
 _UNCACHED_STATUSES = frozenset({429})
 _UNCACHED_CODES = frozenset({"idempotency_key_locked"})
@@ -108,6 +119,29 @@ class CallFacts:
             and self.response_status not in _UNCACHED_STATUSES
             and self.error_code not in _UNCACHED_CODES
         )
+
+
+def call_facts(record: Any, line_item_id: str | None) -> CallFacts:
+    """A `provider_calls` row as the facts a decision needs."""
+    body = record["body"]
+    try:
+        request = json.loads(body) if body else None
+    except ValueError:
+        request = None
+    return CallFacts(
+        idempotency_key=record["idempotency_key"],
+        step=record["step"],
+        method=record["method"],
+        path=record["path"],
+        status=record["status"],
+        generation=record["generation"],
+        first_sent_at=record["first_sent_at"],
+        response_status=record["response_status"],
+        error_code=(record["error"] or {}).get("code"),
+        workflow_level=record["workflow_id"] is not None,
+        line_item_id=line_item_id,
+        request=request,
+    )
 
 
 @dataclass(frozen=True)
