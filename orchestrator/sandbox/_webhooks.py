@@ -34,6 +34,10 @@ class WebhookDispatcher:
         self._dice = random.Random(config.seed ^ 0x3EB)  # noqa: S311 - seeded dice are the point
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Deliveries in flight at once. Without a cap, a receiver that is down (a worker being
+        # restarted) turns every event into a retrying task and the sandbox spends its CPU on them
+        # instead of answering the API (seen in the benchmark's SIGKILL scenario).
+        self._sending = asyncio.Semaphore(32)
         self.events: deque[dict[str, Any]] = deque(maxlen=config.ledger_max_entries)
 
     async def start(self) -> None:
@@ -99,12 +103,17 @@ class WebhookDispatcher:
             status: int | None = None
             try:
                 assert self._http is not None
-                answer = await self._http.post(
-                    url, content=body, headers={**headers, "X-Sandbox-Attempt": str(attempt)}
-                )
+                async with self._sending:
+                    answer = await self._http.post(
+                        url, content=body, headers={**headers, "X-Sandbox-Attempt": str(attempt)}
+                    )
                 status = answer.status_code
             except httpx.HTTPError as exc:
-                _log.info("sandbox.webhook_failed", url=url, attempt=attempt, error=repr(exc))
+                # the first failure of an event at info; its retries at debug (a dead receiver
+                # would otherwise cost a log line per event per attempt)
+                (_log.info if attempt == 1 else _log.debug)(
+                    "sandbox.webhook_failed", url=url, attempt=attempt, error=repr(exc)
+                )
             record["attempts"].append(status)
             if status is not None and 200 <= status < 300:
                 record["delivered"] = True
