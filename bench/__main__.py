@@ -1,0 +1,113 @@
+"""`python -m bench`: start the local stack, run every scenario, write docs/benchmarks.md and its plot."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._deps import ROOT, ensure_bench_dependencies
+
+PERF_FILES = ("orchestrator/engine/_scheduler.py", "orchestrator/kafka/_relay.py")
+SCENARIOS = ("limit", "zero", "half", "realistic", "scale", "dbos", "recovery", "drain", "profile")
+
+
+def baseline_checkout(rev: str) -> Path:
+    """The working tree's package with the perf-changed files as of `rev`, in a temporary directory."""
+    target = Path(tempfile.mkdtemp(prefix="orchestrator-baseline-"))
+    shutil.copytree(
+        ROOT / "orchestrator", target / "orchestrator", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(ROOT / "migrations", target / "migrations")
+    for path in PERF_FILES:
+        old = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, check=True
+        )
+        (target / path).write_bytes(old.stdout)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--orders", type=int, default=150, help="orders per load scenario (default 150)")
+    parser.add_argument("--items", type=int, default=5, help="subscription line items per order (default 5)")
+    parser.add_argument(
+        "--mix",
+        default="assigned=40,leased=20,port=15,port_temp=15,scheduled=10",
+        help="paths and their weights (assigned, leased, port, port_temp, scheduled)",
+    )
+    parser.add_argument(
+        "--realistic-orders", type=int, default=60, help="orders with 50–200 ms provider latency"
+    )
+    parser.add_argument("--recovery-items", type=int, default=500, help="line items in the SIGKILL scenario")
+    parser.add_argument("--drain-items", type=int, default=2_000, help="backlog drained from a cold start")
+    parser.add_argument(
+        "--dbos-orders", type=int, default=100, help="orders for the DBOS comparison (each side)"
+    )
+    parser.add_argument(
+        "--profile-s", type=float, default=15.0, help="py-spy seconds on the worker (0 = none)"
+    )
+    parser.add_argument(
+        "--baseline-rev",
+        default=None,
+        help="a git revision before the perf changes: also run the assigned scenario with a worker whose "
+        f"{', '.join(PERF_FILES)} come from it (an A/B of the changes in one run)",
+    )
+    parser.add_argument(
+        "--skip", default="", help=f"comma-separated scenarios to leave out: {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md and the plot go")
+    parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument(
+        "--report-only", type=Path, default=None, help="render the report from a results JSON"
+    )
+    args = parser.parse_args(argv)
+
+    ensure_bench_dependencies()
+    from bench._report import write_report  # noqa: PLC0415 - needs the bench extra
+    from bench._run import Options, run_all  # noqa: PLC0415
+    from bench._workload import parse_mix  # noqa: PLC0415
+
+    command = "python -m bench" + (
+        "" if argv is None and len(sys.argv) == 1 else " " + " ".join(sys.argv[1:])
+    )
+    if args.report_only:
+        results = json.loads(args.report_only.read_text())
+    else:
+        skip = frozenset(s.strip() for s in args.skip.split(",") if s.strip())
+        unknown = skip - set(SCENARIOS)
+        if unknown:
+            parser.error(f"unknown scenario(s) in --skip: {', '.join(sorted(unknown))}")
+        options = Options(
+            orders=args.orders,
+            items=args.items,
+            mix=parse_mix(args.mix),
+            realistic_orders=args.realistic_orders,
+            recovery_items=args.recovery_items,
+            drain_items=args.drain_items,
+            dbos_orders=args.dbos_orders,
+            profile_s=args.profile_s,
+            skip=skip,
+            baseline_src=baseline_checkout(args.baseline_rev) if args.baseline_rev else None,
+        )
+        started = time.time()
+        results = asyncio.run(run_all(options, out_dir=args.out))
+        results["command"] = command
+        results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started))
+        results["duration_s"] = time.time() - started
+        raw = args.json or Path(results["run_dir"]) / "results.json"
+        raw.write_text(json.dumps(results, indent=2, default=str))
+        print(f"raw results: {raw}", flush=True)
+    doc = write_report(results, out_dir=args.out)
+    print(f"wrote {doc}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
