@@ -230,8 +230,8 @@ class Scheduler:
             try:
                 await self._retry_releases()
                 rows = await self._pool.fetch(_CLAIM, self.worker_id, self._batch, self._dead_after, finished)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("claiming timers failed", error=str(exc))
+            except Exception as exc:  # any: if this loop died, heartbeats would keep our claims ours forever
+                log.warning("claiming timers failed", error=repr(exc))
                 self._finished.extend(finished)  # deleted with a later claim
                 rows = []
                 await asyncio.sleep(1.0)

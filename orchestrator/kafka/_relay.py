@@ -240,7 +240,7 @@ class OutboxRelay:
                 conn = await asyncio.wait_for(
                     asyncpg.connect(self._database_url, command_timeout=self._send_timeout_s), 10
                 )
-            except _PG_ERRORS as exc:
+            except Exception as exc:  # any: see below
                 delay = self._backoff(attempt)
                 attempt += 1
                 log.warning("outbox_db_connect_failed", error=repr(exc), retry_in_s=delay)
@@ -249,7 +249,8 @@ class OutboxRelay:
             try:
                 await self._with_connection(conn)
                 attempt = 0
-            except _PG_ERRORS as exc:
+            except Exception as exc:  # any (asyncpg raises more than _PG_ERRORS when Postgres dies
+                # mid-query): only stop() may end the relay, or the outbox silently stops draining
                 delay = self._backoff(attempt)
                 attempt += 1
                 log.warning("outbox_db_connection_lost", error=repr(exc), retry_in_s=delay)
