@@ -405,5 +405,27 @@ async def drain(
             if last.done and previous is not None and previous.done:
                 return last  # twice in a row: nothing was in flight between the two readings
         if loop.time() > deadline:
-            raise AssertionError(f"not drained after {timeout_s:.0f} s: {last}\n{rig.logs()}")
+            stuck = await _stuck(rig.settings)
+            raise AssertionError(f"not drained after {timeout_s:.0f} s: {last}\n{stuck}\n{rig.logs()}")
         await asyncio.sleep(0.5)
+
+
+async def _stuck(settings: Settings) -> str:
+    """The unsettled line items with their pending timers and last calls: what a timeout needs."""
+    conn = await asyncpg.connect(settings.database.url.get_secret_value())
+    try:
+        rows = await conn.fetch(
+            """SELECT w.workflow_id, w.order_id, w.line_item_id, w.state, w.context, w.attempts, w.updated_at,
+                      (SELECT json_agg(json_build_object('kind', t.kind, 'due', t.due_at, 'fired', t.fired_at,
+                                                         'by', t.claimed_by))
+                         FROM timers t WHERE t.target IN (w.workflow_id::text, w.order_id)) AS timers,
+                      (SELECT json_agg(json_build_object('step', c.step, 'status', c.status, 'answer',
+                                                         c.response_status) ORDER BY c.id)
+                         FROM provider_calls c WHERE c.workflow_id = w.workflow_id) AS calls
+               FROM workflows w WHERE w.state <> ALL($1::text[]) LIMIT 5""",
+            sorted(SETTLED_STATES),
+        )
+        workers = await conn.fetch("SELECT worker_id, last_seen FROM workers")
+    finally:
+        await conn.close()
+    return "stuck: " + "\n".join(str(dict(r)) for r in rows) + f"\nworkers: {[dict(w) for w in workers]}"

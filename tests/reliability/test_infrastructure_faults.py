@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import signal
 import tempfile
 import uuid
 from collections import Counter
@@ -104,7 +105,7 @@ async def test_postgres_stopped_and_restarted_mid_run(
         # Records arrive while the database is away: the consumer must hold their offsets.
         await publish(r.settings, order_messages(rng, 4, prefix="during", kinds=GOOD))
         await asyncio.sleep(3)
-        assert r.workers[0].alive, r.logs()
+        assert r.workers[0].alive, f"exit {r.workers[0].returncode}\n{r.logs()}"
         await own_stack.postgres.start()
         await publish(r.settings, order_messages(rng, 2, prefix="after", kinds=GOOD))
         await _rode_through(r)
@@ -135,3 +136,18 @@ async def test_provider_down_slow_rate_limiting_and_losing_responses(
         outcomes = Counter(e["outcome"] for e in await r.control.ledger(kind="request"))
         for fired in ("fault:error", "fault:rate_limit", "fault:lost_response", "fault:drop"):
             assert outcomes[fired] > 0, f"{fired} never happened, so it proved nothing: {outcomes}"
+
+
+async def test_regression_a_worker_ignores_sigpipe(
+    own_stack: LocalStack, database: str, tmp_path: Path
+) -> None:
+    """Found by the Postgres restart above (1 run in ~5): the CLI set SIGPIPE to its default for
+    pipes, so a worker writing to a connection Postgres had just closed died silently (exit -13).
+    The worker must ignore SIGPIPE (bit 13 of /proc/<pid>/status SigIgn)."""
+    async with rig(kafka=own_stack.kafka, database_url=database, log_dir=tmp_path) as r:
+        worker = r.worker()
+        await publish(r.settings, order_messages(random.Random(14), 1, prefix="pipe", kinds=("assigned",)))
+        await _until_started(r, workflows=1)  # past start-up: the worker's own handlers are installed
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+        assert ignored & (1 << (signal.SIGPIPE - 1)), f"SIGPIPE is not ignored: SigIgn={ignored:x}"
