@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 
@@ -95,6 +96,10 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM). For `orchestrator sandbox`."""
+    # `orchestrator`'s main() sets SIGPIPE to its default (die) so that `orchestrator … | head` ends
+    # quietly; a server must not: a client that goes away while we write (a SIGKILLed worker, a
+    # webhook receiver restarting) would kill the whole sandbox with exit -13 and no log line.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     config = SandboxConfig(
         api_key=api_key,
         webhook_url=webhook_url,
