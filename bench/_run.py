@@ -489,6 +489,8 @@ class Bench:
             flying = [item for item in tracker.items.values() if item.done is None]
             in_flight = len(flying)
             await asyncio.sleep(0.3)  # let the last events the dead worker's relay sent arrive
+            sandbox_port = int(dep.sandbox.base_url.rsplit(":", 1)[1])
+            sandbox_after_kill = (dep.sandbox.proc.poll(), port_open(sandbox_port))
             worker_id = victim.worker_id if same_id else f"{victim.worker_id}-b"
             replacement = spawn_worker(
                 dep.settings,
@@ -498,6 +500,7 @@ class Bench:
             )
             dep.workers = [replacement]
             finished = await tracker.wait_for(lambda: tracker.done >= total, timeout_s=120)
+            sandbox_at_end = (dep.sandbox.proc.poll(), port_open(sandbox_port))
             first_change = min((t for t in tracker.changes if t > killed_at), default=float("nan"))
             last_done = max(tracker.done_times)
             resumed = sorted(
@@ -508,6 +511,7 @@ class Bench:
             "in_flight_at_kill": in_flight,
             "line_items": total,
             "same_worker_id": same_id,
+            "sandbox_exit_and_listening": [sandbox_after_kill, sandbox_at_end],
             "restart_to_first_change_s": first_change - replacement.started_at,
             "recovery_s": first_change - killed_at,
             "all_done_after_kill_s": last_done - killed_at,
