@@ -503,9 +503,11 @@ class Bench:
             sandbox_at_end = (dep.sandbox.proc.poll(), port_open(sandbox_port))
             first_change = min((t for t in tracker.changes if t > killed_at), default=float("nan"))
             last_done = max(tracker.done_times)
+            # an item whose last change happened before the kill but reached us after it was not in flight
             resumed = sorted(
                 min((t for t in item.changes if t > killed_at), default=float("inf")) - killed_at
                 for item in flying
+                if item.done is None or any(t > killed_at for t in item.changes)
             )
         result = {
             "in_flight_at_kill": in_flight,
