@@ -64,7 +64,7 @@ async def test_a_worker_killed_at_every_fault_point_in_turn_loses_and_duplicates
 async def test_randomised_fault_schedule(stack: LocalStack, migrated_database: str, tmp_path: Path) -> None:
     seed = int(os.environ.get("RELIABILITY_SEED") or random.SystemRandom().randrange(2**31))
     rng = random.Random(seed)
-    schedule = [(rng.choice(FAULT_POINTS), rng.randint(1, 3)) for _ in range(4)]
+    schedule = [(rng.choice(FAULT_POINTS), rng.randint(1, 3)) for _ in range(3)]
     try:
         async with rig(kafka=stack.kafka, database_url=migrated_database, log_dir=tmp_path, seed=seed) as r:
             await publish(r.settings, order_messages(rng, 6, prefix="warmup"))

@@ -64,6 +64,17 @@ async def _until_started(r: Rig, *, workflows: int) -> None:
     raise AssertionError(f"the worker accepted fewer than {workflows} line items in 30 s\n{r.logs()}")
 
 
+async def _phase(r: Rig, rules: list[dict[str, object]]) -> None:
+    """At least 2.5 s of this fault, and until the sandbox has answered with it (at most 20 s)."""
+    kinds = {f"fault:{rule['kind']}" for rule in rules} - {"fault:latency"}
+    await asyncio.sleep(2.5)
+    for _ in range(40):
+        seen = {e["outcome"] for e in await r.control.ledger(kind="request")}
+        if kinds <= seen:
+            return
+        await asyncio.sleep(0.5)
+
+
 async def _rode_through(r: Rig) -> None:
     """Drain without any restart, then hold the checker and "nothing failed" to account."""
     await drain(r, timeout_s=120, keep_alive=False)
@@ -126,10 +137,12 @@ async def test_provider_down_slow_rate_limiting_and_losing_responses(
     ]  # fmt: skip
     async with rig(kafka=own_stack.kafka, database_url=database, log_dir=tmp_path) as r:
         r.worker()
+        await publish(r.settings, order_messages(rng, 2, prefix="warmup", kinds=GOOD))
+        await _until_started(r, workflows=2)  # the worker is up and calling the provider
         for name, rules in phases:
             await r.control.faults(*rules)
             await publish(r.settings, order_messages(rng, 3, prefix=name, kinds=GOOD))
-            await asyncio.sleep(2.5)
+            await _phase(r, rules)
             assert r.workers[0].alive, f"the worker died during {name}\n{r.logs()}"
         await r.control.faults()
         await _rode_through(r)
