@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -158,8 +157,9 @@ _register_ops()
 
 
 def main() -> None:
+    # SIGPIPE stays ignored (Python's default): every long-running command here (run, dev, demo,
+    # sandbox) writes to sockets that can close under it and must get EPIPE, not die.
     # Typer handles SIGINT as KeyboardInterrupt; exit 130 like a shell would, without a traceback.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         app()
     except KeyboardInterrupt:

@@ -18,8 +18,8 @@ log = get_logger("orchestrator.run")
 async def run_worker(settings: Settings, *, migrate_first: bool, worker_id: str | None) -> None:
     configure_logging(level=settings.log_level, json=settings.log_json)
     faults.arm(settings.fault_point)  # test-only crash points; unset in production (orchestrator/faults.py)
-    # The CLI restores SIGPIPE's default so that `... | head` ends quietly; a long-running worker
-    # writing to a socket that Postgres or Kafka just closed must get EPIPE (and reconnect), not die.
+    # Belt and braces for embedders: a worker writing to a socket that Postgres or Kafka just closed
+    # must get EPIPE (and reconnect), not die.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -96,9 +96,8 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM). For `orchestrator sandbox`."""
-    # `orchestrator`'s main() sets SIGPIPE to its default (die) so that `orchestrator … | head` ends
-    # quietly; a server must not: a client that goes away while we write (a SIGKILLed worker, a
-    # webhook receiver restarting) would kill the whole sandbox with exit -13 and no log line.
+    # Belt and braces for embedders: a client that goes away while we write (a SIGKILLed worker, a
+    # webhook receiver restarting) must not kill the whole sandbox with exit -13 and no log line.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     config = SandboxConfig(
         api_key=api_key,
