@@ -100,6 +100,10 @@ class WebhookSettings(_Group):
     )
 
 
+class EngineSettings(_Group):
+    step_concurrency: int = Field(16, ge=1, le=1024, description="steps one worker runs at once")
+
+
 class HttpServerSettings(_Group):
     host: str = Field("127.0.0.1", description="interface to bind")
     port: Port = Field(8082, description="port to bind")
@@ -121,6 +125,7 @@ class Settings(BaseSettings):
     connect: ConnectSettings = ConnectSettings()
     webhook: WebhookSettings = WebhookSettings()
     admin: HttpServerSettings = HttpServerSettings(port=8083)
+    engine: EngineSettings = EngineSettings()
     log_level: str = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
     )

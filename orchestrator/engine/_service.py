@@ -49,7 +49,7 @@ async def running_worker(
     *,
     clock: Clock | None = None,
     worker_id: str | None = None,
-    step_concurrency: int = 16,
+    step_concurrency: int | None = None,
 ) -> AsyncIterator[Worker]:
     """Everything `orchestrator run` runs; leaves in the documented order on exit."""
     clock = clock or SystemClock()
@@ -82,7 +82,7 @@ async def running_worker(
                 run_workflow_step=runner.run_workflow_step,
                 run_order_step=runner.run_order_step,
                 worker_id=worker_id,
-                concurrency=step_concurrency,
+                concurrency=step_concurrency or settings.engine.step_concurrency,
             )
         )
         crm = CrmIntake(pool=pool, status_topic=kafka.status_topic, clock=clock)

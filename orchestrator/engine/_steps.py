@@ -337,8 +337,10 @@ class StepRunner:
         if not is_settled(row.current):
             await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=now)
         await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
-        # The order step reacts to its items: all added → submit; all cancelled → cancel the order.
-        await schedule(conn, kind=ORDER_STEP, order_id=row.order_id, due_at=now)
+        # The order step reacts to its items: all added → submit; all cancelled → cancel the order;
+        # a failed item may unblock the others' submission. Other moves give it nothing to do.
+        if row.current in ("awaiting_submission", "failed", "cancelled"):
+            await schedule(conn, kind=ORDER_STEP, order_id=row.order_id, due_at=now)
 
     # --- orders ---
 

@@ -203,7 +203,9 @@ class LocalKafka:
         )
         (self.run_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
         if not self._formatted:
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # the storage tool would read a leading "-" as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             argv = self._java_argv(
                 libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
                 "-c", str(self.run_dir / "server.properties"), "--ignore-formatted",
