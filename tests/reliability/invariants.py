@@ -197,6 +197,8 @@ async def observe(*, database_url: str, kafka: KafkaSettings, control: SandboxCo
     """Read a finished run. Call it once the run is drained (see harness.drain)."""
     conn = await asyncpg.connect(database_url)
     try:
+        # jsonb as Python values (the engine's pool does the same), e.g. `error` as a dict
+        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
         workflows = [dict(r) for r in await conn.fetch("SELECT * FROM workflows")]
         transitions = [dict(r) for r in await conn.fetch("SELECT * FROM transitions ORDER BY id")]
         orders = [dict(r) for r in await conn.fetch("SELECT order_id, state, status_sequence FROM orders")]
