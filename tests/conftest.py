@@ -16,9 +16,16 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from orchestrator.localstack import LocalStack, local_stack
 from orchestrator.store import migrate
+
+# CI explores the same examples on every run (a red build must be reproducible); locally each run
+# draws fresh ones. A failure prints the blob that replays it either way.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def replace_database(url: str, database: str) -> str:

@@ -60,6 +60,9 @@ def create_admin_app(
             yield
 
     app = FastAPI(
+        # No automatic trailing-slash redirects: an unauthenticated caller gets 401 or 404, never a
+        # 307 that answers before the token is checked (found by the hostile-input fuzz test).
+        redirect_slashes=False,
         title="Provisioning orchestrator admin API",
         version="1",
         description=(
