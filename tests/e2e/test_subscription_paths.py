@@ -107,8 +107,18 @@ async def test_port_in_with_temporary_number(
     settings: Settings, worker: Worker, status: StatusEvents, control: SandboxControl
 ) -> None:
     ported = "+15551230002"
+    # Hold the port until the temporary number has been reported: on a loaded machine the port
+    # could otherwise complete before the engine's first look, and the provider would rightly
+    # show only the ported number.
+    await control.port_plan(ported, outcome="STUCK")
     item = subscription("li-1", msisdn=ported, porting=porting(), tempNumber=True)
     await publish(settings, "o-temp", crm_event("crm.order.submitted", order_submitted("o-temp", item)))
+    await status.wait_for(
+        lambda: "temp_number_active" in status.states("o-temp", "li-1"),
+        timeout_s=60,
+        what="temp_number_active",
+    )
+    await control.port_plan(ported, outcome="COMPLETED", delay_s=0)
     await status.until_settled("o-temp", 1)
     events = status.line_items("o-temp")["li-1"]
     assert [e["state"] for e in events] == [
