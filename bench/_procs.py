@@ -22,24 +22,7 @@ import httpx
 import psutil
 
 from orchestrator.localstack._process import spawn, stop_process
-from orchestrator.settings import Settings
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes `orchestrator run` use these settings (same as tests/e2e)."""
-    env: dict[str, str] = {}
-
-    def walk(prefix: str, model: Any) -> None:
-        for name in type(model).model_fields:
-            value = getattr(model, name)
-            if hasattr(type(value), "model_fields"):
-                walk(f"{prefix}{name.upper()}__", value)
-            elif value is not None:
-                secret = getattr(value, "get_secret_value", None)
-                env[f"{prefix}{name.upper()}"] = str(secret() if secret else value)
-
-    walk("ORCHESTRATOR_", settings)
-    return env
+from orchestrator.settings import Settings, settings_env
 
 
 def port_open(port: int) -> bool:
