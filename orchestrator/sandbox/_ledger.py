@@ -4,7 +4,8 @@ Entries are plain dicts (they are served as JSON as they are):
   request: {seq, at, kind: "request", apiKey, method, path, idempotencyKey, status, outcome}
   effect:  {seq, at, kind: "effect", effect, entityId, idempotencyKey, data}
 `outcome` of a request is processed | replayed | locked | mismatch | unauthorized | rate_limited |
-fault:<kind>. `apiKey` is shown as its last four characters only.
+client_gone (the body never fully arrived: not processed) | fault:<kind>.
+`apiKey` is shown as its last four characters only.
 """
 
 from __future__ import annotations

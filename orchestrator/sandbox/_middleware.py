@@ -42,16 +42,21 @@ async def _drop(send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4096")]})
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body, or None if the client went away before sending all of it.
+
+    A client killed mid-request leaves a truncated body: processing it would cache a response
+    under the key for bytes the client never meant, and its honest retry would then be refused as
+    a mismatch. A real server never sees such a request complete, so neither does the sandbox.
+    """
     chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 class SandboxMiddleware:
@@ -83,6 +88,16 @@ class SandboxMiddleware:
             await self.app(scope, receive, send)
             return
         body = await _read_body(receive)
+        if body is None:
+            rt.ledger.request(
+                api_key=api_key,
+                method=method,
+                path=path,
+                idempotency_key=idem_key,
+                status=499,
+                outcome="client_gone",
+            )
+            return
         status, outcome = await self._guarded(
             scope, receive, send, body=body, api_key=api_key, idem_key=idem_key, headers=headers
         )

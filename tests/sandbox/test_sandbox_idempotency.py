@@ -7,7 +7,8 @@ import json
 
 import httpx
 
-from orchestrator.sandbox import SandboxControl
+from orchestrator.sandbox import RunningSandbox, SandboxControl
+from tests.sandbox.conftest import API_KEY
 
 ORDER = {"customer": {"customerId": "cust-1"}, "lineItems": [{"type": "EXTERNAL_ITEM", "lineItemId": "x1"}]}
 
@@ -110,3 +111,32 @@ async def test_wrong_api_key_is_401(http: httpx.AsyncClient) -> None:
     answer = await http.get("/orders/x", headers={"X-API-Key": "nope"})
     assert answer.status_code == 401
     assert answer.json()["code"] == "unauthorized"
+
+
+async def test_a_client_killed_mid_body_leaves_no_trace_under_its_key(
+    sandbox: RunningSandbox, http: httpx.AsyncClient, control: SandboxControl
+) -> None:
+    # A worker SIGKILLed while sending: the headers and half the body arrive, then the socket closes.
+    body = _body(ORDER)
+    url = httpx.URL(sandbox.base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = (
+        f"POST /orders HTTP/1.1\r\nHost: {url.host}\r\nX-API-Key: {API_KEY}\r\n"
+        f"X-Idempotency-Key: k-cut\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body[: len(body) // 2])
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    del reader
+    gone: list[dict[str, object]] = []
+    for _ in range(200):  # bounded: the server notices the closed socket asynchronously
+        gone = [e for e in await control.ledger(kind="request") if e["outcome"] == "client_gone"]
+        if gone:
+            break
+        await asyncio.sleep(0.01)
+    assert [e["idempotencyKey"] for e in gone] == ["k-cut"]
+    # Its honest retry (the whole body, same key) is processed, not refused as a mismatch.
+    retry = await _post(http, "k-cut", body)
+    assert retry.status_code == 201, retry.text
+    assert len(await _created(control)) == 1
