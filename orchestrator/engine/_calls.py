@@ -75,26 +75,29 @@ async def prepare_intent(
 ) -> Intent:
     key = request.idempotency_key
     assert key is not None, "provider steps always carry an idempotency key"
+    # The first attempt (the common case) costs one statement: the insert finds no earlier intent.
+    inserted = await conn.fetchval(
+        """INSERT INTO provider_calls
+               (workflow_id, order_id, step, generation, idempotency_key, method, path, body)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (idempotency_key) DO NOTHING RETURNING true""",
+        workflow_id,
+        order_id,
+        step,
+        generation,
+        key,
+        request.method,
+        request.path,
+        request.body,
+    )
+    if inserted:
+        return Send(request)
     stored = await conn.fetchrow(
         "SELECT method, path, body, status, response_status, response_body, first_sent_at "
         "FROM provider_calls WHERE idempotency_key = $1",
         key,
     )
-    if stored is None:
-        await conn.execute(
-            """INSERT INTO provider_calls
-                   (workflow_id, order_id, step, generation, idempotency_key, method, path, body)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            workflow_id,
-            order_id,
-            step,
-            generation,
-            key,
-            request.method,
-            request.path,
-            request.body,
-        )
-        return Send(request)
+    assert stored is not None, "the conflicting intent is there: provider_calls rows are never deleted"
     if stored["status"] in ("succeeded", "skipped"):
         # `skipped`: an operator's replay found the effect already at the provider (see ops).
         return AlreadyDone(status=stored["response_status"], body=stored["response_body"])

@@ -18,7 +18,6 @@ from orchestrator import faults
 from orchestrator.engine._clock import Clock
 from orchestrator.engine._journal import (
     ORDER_STEP,
-    STEP,
     insert_workflow,
     lock_workflow,
     record_change,
@@ -142,10 +141,7 @@ class CrmIntake:
                 now=now,
                 status_topic=self._status_topic,
             )
-            await conn.execute(
-                "UPDATE workflows SET sequence = $2 WHERE workflow_id = $1", row.workflow_id, row.sequence
-            )
-            await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=now)
+            await save_with_step(conn, row, now=now)  # its `received` sequence, and its first step
         await schedule(conn, kind=ORDER_STEP, order_id=data.order_id, due_at=now)
         await refresh_order_state(conn, data.order_id, now=now, status_topic=self._status_topic)
         log.info("order accepted", order_id=data.order_id, line_items=len(data.line_items))
@@ -258,5 +254,4 @@ class CrmIntake:
 
 
 async def save_with_step(conn: asyncpg.Connection, row: WorkflowRow, *, now: datetime) -> None:
-    await save_workflow(conn, row)
-    await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=now)
+    await save_workflow(conn, row, next_step_at=now)

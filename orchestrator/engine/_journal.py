@@ -33,17 +33,6 @@ STEP = "step"
 ORDER_STEP = "order_step"
 
 
-async def _outbox(conn: asyncpg.Connection, *, topic: str, record: Any) -> None:
-    headers = encode_outbox_headers(record.headers)
-    await conn.execute(
-        "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
-        topic,
-        record.key,
-        record.value,
-        headers,
-    )
-
-
 def _status_data(row: WorkflowRow, *, previous: str | None, now: datetime) -> LineItemStateChanged:
     ctx = row.context
     temporary = ctx.get("temporary_msisdn") if row.state == LineItemState.TEMP_NUMBER_ACTIVE else None
@@ -100,13 +89,38 @@ async def lock_workflow(conn: asyncpg.Connection, workflow_id: uuid.UUID) -> Wor
     return WorkflowRow.from_record(record) if record else None
 
 
-async def save_workflow(conn: asyncpg.Connection, row: WorkflowRow) -> None:
-    row.version += 1
-    await conn.execute(
-        """UPDATE workflows SET state = $2, spec = $3, secrets = $4, context = $5, generation = $6,
+_SAVE = """UPDATE workflows SET state = $2, spec = $3, secrets = $4, context = $5, generation = $6,
                   sequence = $7, version = $8, resume_state = $9, error = $10, attempts = $11,
                   updated_at = now()
-           WHERE workflow_id = $1""",
+           WHERE workflow_id = $1"""
+# A pending timer is moved earlier, never later: a poke cannot postpone a step.
+_UPSERT_TIMER = """INSERT INTO timers (workflow_id, order_id, kind, due_at, payload)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (target, kind) WHERE fired_at IS NULL
+           DO UPDATE SET due_at = LEAST(timers.due_at, EXCLUDED.due_at)"""
+
+
+async def save_workflow(
+    conn: asyncpg.Connection, row: WorkflowRow, *, next_step_at: datetime | None = None
+) -> None:
+    """Store the row; with `next_step_at`, also schedule its next step (one statement, not two)."""
+    row.version += 1
+    if next_step_at is not None:
+        await conn.execute(
+            f"WITH saved AS ({_SAVE}) "
+            "INSERT INTO timers (workflow_id, kind, due_at, payload) VALUES ($1, $12, $13, '{}') "
+            "ON CONFLICT (target, kind) WHERE fired_at IS NULL "
+            "DO UPDATE SET due_at = LEAST(timers.due_at, EXCLUDED.due_at)",
+            *_save_args(row),
+            STEP,
+            next_step_at,
+        )
+        return
+    await conn.execute(_SAVE, *_save_args(row))
+
+
+def _save_args(row: WorkflowRow) -> tuple[Any, ...]:
+    return (
         row.workflow_id,
         row.state,
         row.spec,
@@ -135,10 +149,15 @@ async def record_change(
     """After the machine moved `row` from `previous` to `row.state`: history, status event, order
     state. `previous=None` is the workflow's first event (`received`)."""
     row.sequence += 1
+    record = encode_status_event(data=_status_data(row, previous=previous, now=now), source=STATUS_SOURCE)
+    # History row and status event in one statement: a round trip less on every change.
     await conn.execute(
-        """INSERT INTO transitions
-               (workflow_id, sequence, event, from_state, to_state, cause, details, occurred_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        """WITH history AS (
+               INSERT INTO transitions
+                   (workflow_id, sequence, event, from_state, to_state, cause, details, occurred_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           )
+           INSERT INTO outbox (topic, key, value, headers) VALUES ($9, $10, $11, $12)""",
         row.workflow_id,
         row.sequence,
         event,
@@ -147,9 +166,11 @@ async def record_change(
         cause,
         details or {},
         now,
+        status_topic,
+        record.key,
+        record.value,
+        encode_outbox_headers(record.headers),
     )
-    data = _status_data(row, previous=previous, now=now)
-    await _outbox(conn, topic=status_topic, record=encode_status_event(data=data, source=STATUS_SOURCE))
 
 
 async def refresh_order_state(
@@ -161,13 +182,14 @@ async def refresh_order_state(
     own sequence stays gap-free.
     """
     order = await conn.fetchrow(
-        "SELECT state, status_sequence FROM orders WHERE order_id = $1 FOR UPDATE", order_id
+        "SELECT state, status_sequence, "
+        "ARRAY(SELECT w.state FROM workflows w WHERE w.order_id = $1) AS states "
+        "FROM orders WHERE order_id = $1 FOR UPDATE",
+        order_id,
     )
-    states = [
-        r["state"] for r in await conn.fetch("SELECT state FROM workflows WHERE order_id = $1", order_id)
-    ]
-    if order is None or not states:
+    if order is None or not order["states"]:
         return None
+    states: list[str] = list(order["states"])
     derived = derive_order_state(states)
     if order["state"] == derived.value and order["status_sequence"] > 0:
         return derived
@@ -182,13 +204,20 @@ async def refresh_order_state(
         line_item_counts={LineItemState(state): n for state, n in counts.items()},
         line_item_total=len(states),
     )
+    record = encode_status_event(data=data, source=STATUS_SOURCE)
     await conn.execute(
-        "UPDATE orders SET state = $2, status_sequence = $3, updated_at = now() WHERE order_id = $1",
+        """WITH changed AS (
+               UPDATE orders SET state = $2, status_sequence = $3, updated_at = now() WHERE order_id = $1
+           )
+           INSERT INTO outbox (topic, key, value, headers) VALUES ($4, $5, $6, $7)""",
         order_id,
         derived.value,
         sequence,
+        status_topic,
+        record.key,
+        record.value,
+        encode_outbox_headers(record.headers),
     )
-    await _outbox(conn, topic=status_topic, record=encode_status_event(data=data, source=STATUS_SOURCE))
     return derived
 
 
@@ -204,10 +233,7 @@ async def schedule(
     """Make sure a timer of `kind` for this workflow/order fires by `due_at`: an existing pending
     timer is moved earlier, never later (a poke cannot postpone a step)."""
     await conn.execute(
-        """INSERT INTO timers (workflow_id, order_id, kind, due_at, payload)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (target, kind) WHERE fired_at IS NULL
-           DO UPDATE SET due_at = LEAST(timers.due_at, EXCLUDED.due_at)""",
+        _UPSERT_TIMER,
         workflow_id,
         None if workflow_id else order_id,
         kind,

@@ -47,7 +47,10 @@ due AS (
 claimed AS (
     UPDATE timers t SET fired_at = now(), claimed_by = $1
     FROM due WHERE t.id = due.id
-    RETURNING t.id, t.workflow_id, t.order_id, t.kind
+    -- a step's order (it never changes) rides along, sparing the step a lookup
+    RETURNING t.id, t.workflow_id, t.kind,
+              coalesce(t.order_id, (SELECT w.order_id FROM workflows w WHERE w.workflow_id = t.workflow_id))
+                  AS order_id
 )
 SELECT id, workflow_id, order_id, kind, NULL::float8 AS next_due_s FROM claimed
 UNION ALL
@@ -84,7 +87,7 @@ class Scheduler:
         *,
         pool: asyncpg.Pool,
         database_url: str,
-        run_workflow_step: Callable[[uuid.UUID], Awaitable[None]],
+        run_workflow_step: Callable[[uuid.UUID, str | None], Awaitable[None]],
         run_order_step: Callable[[str], Awaitable[None]],
         worker_id: str,
         concurrency: int = 16,
@@ -252,7 +255,7 @@ class Scheduler:
     async def _run(self, timer: asyncpg.Record) -> None:
         try:
             if timer["kind"] == STEP:
-                await self._run_workflow_step(timer["workflow_id"])
+                await self._run_workflow_step(timer["workflow_id"], timer["order_id"])
             elif timer["kind"] == ORDER_STEP:
                 await self._run_order_step(timer["order_id"])
             self._finished.append(timer["id"])  # deleted with the next claim, in its statement

@@ -93,16 +93,20 @@ class StepRunner:
 
     # --- line item workflows ---
 
-    async def run_workflow_step(self, workflow_id: uuid.UUID) -> None:  # noqa: PLR0911 - one exit per protocol branch
+    async def run_workflow_step(  # noqa: PLR0911 - one exit per protocol branch
+        self, workflow_id: uuid.UUID, order_id: str | None = None
+    ) -> None:
+        """`order_id`, when the caller knows it (the scheduler's claim does), saves a lookup."""
         # Every log line of this step carries its ids. The scheduler runs each step in a task of its
         # own, whose copy of the context ends with it, so the binding cannot leak into other steps.
         structlog.contextvars.bind_contextvars(workflow_id=str(workflow_id))
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 # Locks are always taken order first, then workflow, everywhere: no deadlocks.
-                order_id = await conn.fetchval(
-                    "SELECT order_id FROM workflows WHERE workflow_id = $1", workflow_id
-                )
+                if order_id is None:
+                    order_id = await conn.fetchval(
+                        "SELECT order_id FROM workflows WHERE workflow_id = $1", workflow_id
+                    )
                 order = await lock_order(conn, order_id) if order_id else None
                 row = await lock_workflow(conn, workflow_id)
                 if row is None or order is None:
@@ -278,17 +282,13 @@ class StepRunner:
         if isinstance(plan, Wait):
             if cause == "poll":
                 row.context["polls"] = int(row.context.get("polls", 0)) + 1
-            await save_workflow(conn, row)
-            if plan.delay_s is not None:
-                await schedule(
-                    conn, kind=STEP, workflow_id=row.workflow_id, due_at=now + timedelta(seconds=plan.delay_s)
-                )
+            due = None if plan.delay_s is None else now + timedelta(seconds=plan.delay_s)
+            await save_workflow(conn, row, next_step_at=due)
             return
         assert isinstance(plan, Move)
         if not plan.event:  # context only (e.g. a subscription id learned)
             row.context.update(plan.context)
-            await save_workflow(conn, row)
-            await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=now)
+            await save_workflow(conn, row, next_step_at=now)
             return
         if plan.event == "fail":
             row.resume_state = row.current
@@ -333,9 +333,7 @@ class StepRunner:
                 status_topic=self._status_topic,
                 details={"error": plan.error} if plan.error else None,
             )
-        await save_workflow(conn, row)
-        if not is_settled(row.current):
-            await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=now)
+        await save_workflow(conn, row, next_step_at=None if is_settled(row.current) else now)
         await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
         # The order step reacts to its items: all added → submit; all cancelled → cancel the order;
         # a failed item may unblock the others' submission. Other moves give it nothing to do.

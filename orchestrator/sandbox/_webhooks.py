@@ -24,6 +24,7 @@ from orchestrator.sandbox._numbers import IdSource
 from orchestrator.sandbox._scenario import Scenario
 
 _log = structlog.get_logger("orchestrator.sandbox")
+_MAX_SENDING = 8
 
 
 class WebhookDispatcher:
@@ -37,11 +38,16 @@ class WebhookDispatcher:
         # Deliveries in flight at once. Without a cap, a receiver that is down (a worker being
         # restarted) turns every event into a retrying task and the sandbox spends its CPU on them
         # instead of answering the API (seen in the benchmark's SIGKILL scenario).
-        self._sending = asyncio.Semaphore(32)
+        # Few, too: httpcore scans every pooled connection on each request, so 32 of them cost the
+        # sandbox more CPU than the API it serves (profiled in the benchmark); 8 keep up with it.
+        self._sending = asyncio.Semaphore(_MAX_SENDING)
         self.events: deque[dict[str, Any]] = deque(maxlen=config.ledger_max_entries)
 
     async def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=self._config.webhook_timeout_real_s)
+        self._http = httpx.AsyncClient(
+            timeout=self._config.webhook_timeout_real_s,
+            limits=httpx.Limits(max_connections=_MAX_SENDING, max_keepalive_connections=_MAX_SENDING),
+        )
 
     async def stop(self) -> None:
         await self.cancel_pending()
