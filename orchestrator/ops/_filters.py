@@ -42,6 +42,14 @@ def parse_duration(text: str, *, field_name: str) -> timedelta:
     return total
 
 
+def check_text(text: str | None, *, field_name: str) -> str | None:
+    """Free text that goes into a query: Postgres text cannot hold NUL, so say so (a 4xx) instead of
+    letting the driver fail (a 500)."""
+    if text is not None and "\x00" in text:
+        raise InvalidInput(f"{field_name}: must not contain a NUL character", field=field_name)
+    return text
+
+
 def parse_workflow_id(text: str, *, field_name: str = "workflow_id") -> uuid.UUID:
     try:
         return uuid.UUID(text.strip())
@@ -136,9 +144,9 @@ def build_filter(
         workflow_ids=ids,
         states=wanted_states,
         line_item_type=line_item_type,
-        order_id=_blank_to_none(order_id),
-        msisdn=_blank_to_none(msisdn),
-        error_code=_blank_to_none(error_code),
+        order_id=_blank_to_none(check_text(order_id, field_name="order_id")),
+        msisdn=_blank_to_none(check_text(msisdn, field_name="msisdn")),
+        error_code=_blank_to_none(check_text(error_code, field_name="error_code")),
         older_than=parse_duration(older_than, field_name="older_than") if older_than else None,
         newer_than=parse_duration(newer_than, field_name="newer_than") if newer_than else None,
         stuck_longer_than=(

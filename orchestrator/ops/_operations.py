@@ -21,7 +21,7 @@ from orchestrator.ops import _audit
 from orchestrator.ops._actions import cancel_workflow
 from orchestrator.ops._actions import retry_now as _retry_now
 from orchestrator.ops._errors import ActionRefused, InvalidInput, PlanChanged, ReasonRequired
-from orchestrator.ops._filters import WorkflowFilter
+from orchestrator.ops._filters import WorkflowFilter, check_text
 from orchestrator.ops._replay import (
     ReplayPlan,
     execute_replay,
@@ -42,7 +42,7 @@ DEFAULT_RATE_PER_S = 5.0
 
 def check_reason(reason: str | None) -> str:
     """A reason is required for every change, and must say something."""
-    text = (reason or "").strip()
+    text = (check_text(reason, field_name="reason") or "").strip()
     if len(text) < REASON_MIN:
         raise ReasonRequired(f"reason: required (at least {REASON_MIN} characters) for the audit trail")
     if len(text) > REASON_MAX:
@@ -51,7 +51,7 @@ def check_reason(reason: str | None) -> str:
 
 
 def check_actor(actor: str | None) -> str:
-    text = (actor or "").strip()
+    text = (check_text(actor, field_name="actor") or "").strip()
     if not text:
         raise InvalidInput("actor: who is acting must be known for the audit trail", field="actor")
     return text[:100]
@@ -85,6 +85,7 @@ class Operations:
             return await state_counts(conn)
 
     async def show(self, ident: str) -> dict[str, Any]:
+        check_text(ident, field_name="id")
         with span("ops.show", ident=ident):
             async with self.pool.acquire() as conn:
                 return await show(conn, ident)
