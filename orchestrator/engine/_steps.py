@@ -24,7 +24,6 @@ from orchestrator.engine._calls import (
     AlreadyDone,
     CallOutcome,
     KeyWindowPassed,
-    Send,
     mark_call,
     prepare_intent,
     record_outcome,
@@ -73,6 +72,45 @@ class RetryRules:
         return max(delay, retry_after_s or 0.0)
 
 
+class _Chain:
+    """How many more steps a chain may run before it hands back to the scheduler (fairness: one
+    busy workflow must not keep a step slot from the others)."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class _Send:
+    """A stored intent to send, and the row version it was planned from."""
+
+    plan: Call
+    request: PreparedRequest
+    version: int
+
+
+@dataclass(frozen=True)
+class _Read:
+    plan: Poll
+    row: WorkflowRow
+    version: int
+
+
+@dataclass(frozen=True)
+class _Reconcile:
+    plan: Call
+    intent: KeyWindowPassed
+
+
+_Io = _Send | _Read | _Reconcile
+
+
 class StepRunner:
     def __init__(
         self,
@@ -83,6 +121,7 @@ class StepRunner:
         status_topic: str,
         retry: RetryRules | None = None,
         step_timeout_s: float | None = None,
+        chain_steps: int = 16,
     ) -> None:
         self._pool = pool
         self._client = client
@@ -90,82 +129,134 @@ class StepRunner:
         self._status_topic = status_topic
         self._retry = retry or RetryRules()
         self._step_timeout_s = step_timeout_s
+        self._chain_steps = chain_steps
 
     # --- line item workflows ---
 
-    async def run_workflow_step(  # noqa: PLR0911 - one exit per protocol branch
-        self, workflow_id: uuid.UUID, order_id: str | None = None
-    ) -> None:
-        """`order_id`, when the caller knows it (the scheduler's claim does), saves a lookup."""
+    async def run_workflow_step(self, workflow_id: uuid.UUID, order_id: str | None = None) -> None:
+        """Run the workflow's next step and, while each one leads straight to another, the ones
+        after it (up to `chain_steps`), each outcome sharing its transaction with the next intent.
+
+        `order_id`, when the caller knows it (the scheduler's claim does), saves a lookup. The
+        scheduler's claim on this workflow's timer stays ours for the whole chain, so a crash
+        anywhere in it hands the workflow to the next claimant exactly as a crash in one step
+        would; a chained step therefore needs no timer of its own.
+        """
         # Every log line of this step carries its ids. The scheduler runs each step in a task of its
         # own, whose copy of the context ends with it, so the binding cannot leak into other steps.
         structlog.contextvars.bind_contextvars(workflow_id=str(workflow_id))
+        chain = _Chain(self._chain_steps)
         async with self._pool.acquire() as conn:
-            async with conn.transaction():
-                # Locks are always taken order first, then workflow, everywhere: no deadlocks.
-                if order_id is None:
-                    order_id = await conn.fetchval(
-                        "SELECT order_id FROM workflows WHERE workflow_id = $1", workflow_id
-                    )
-                order = await lock_order(conn, order_id) if order_id else None
-                row = await lock_workflow(conn, workflow_id)
-                if row is None or order is None:
-                    return
-                structlog.contextvars.bind_contextvars(order_id=row.order_id, line_item_id=row.line_item_id)
-                now = self._clock.now()
-                plan = plan_item(row, order, now=now)
-                if isinstance(plan, Move | Wait):
-                    await self._apply(conn, row, plan, now=now, cause="step")
-                    return
-                version = row.version
-                prepared: Any = None
-                if isinstance(plan, Call):
-                    prepared = await prepare_intent(
-                        conn,
-                        workflow_id=row.workflow_id,
-                        order_id=row.order_id,
-                        step=plan.step,
-                        generation=row.generation,
-                        request=plan.request,
-                        now=now,
-                    )
-                    if isinstance(prepared, AlreadyDone):
-                        await self._apply(conn, row, plan.on_success(prepared.body), now=now, cause=plan.step)
-                        return
-                    faults.reach("step.before_intent_commit")
-            # No transaction open: the provider call (or reads) may take seconds.
-            if isinstance(plan, Poll):
-                snapshot = await self._read(plan, row)
-                async with conn.transaction():
-                    await lock_order(conn, order.order_id)
-                    row = await lock_workflow(conn, workflow_id)
-                    if row is None or row.version != version:
-                        await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=self._clock.now())
-                        return
-                    decision = decide_from_snapshot(row, snapshot, now=self._clock.now())
-                    await self._apply(conn, row, decision, now=self._clock.now(), cause="poll")
-                return
-            assert isinstance(plan, Call)
-            if isinstance(prepared, KeyWindowPassed):
-                await self._key_window_passed(conn, workflow_id, plan, prepared)
-                return
-            assert isinstance(prepared, Send)
-            faults.reach("step.after_intent_commit")
-            outcome = await send(self._client, prepared.request, timeout_s=self._step_timeout_s)
-            async with conn.transaction():
-                now = self._clock.now()
-                assert prepared.request.idempotency_key is not None
-                await record_outcome(conn, key=prepared.request.idempotency_key, outcome=outcome, now=now)
-                await lock_order(conn, order.order_id)
-                row = await lock_workflow(conn, workflow_id)
-                if row is None or row.version != version:
-                    await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=now)
-                    return
-                await self._apply(
-                    conn, row, self._judge(row, plan.step, outcome, plan), now=now, cause=plan.step
+            if order_id is None:
+                order_id = await conn.fetchval(
+                    "SELECT order_id FROM workflows WHERE workflow_id = $1", workflow_id
                 )
-                faults.reach("step.before_outcome_commit")
-            faults.reach("step.after_outcome_commit")
+                if order_id is None:
+                    return
+            async with conn.transaction():
+                locked = await _lock(conn, order_id, workflow_id)
+                if locked is None:
+                    return
+                order, row = locked
+                structlog.contextvars.bind_contextvars(order_id=row.order_id, line_item_id=row.line_item_id)
+                io = await self._advance(conn, order, row, chain)
+                if isinstance(io, _Send):
+                    faults.reach("step.before_intent_commit")
+            while io is not None:
+                io = await self._perform(conn, order_id, workflow_id, io, chain)
+
+    async def _advance(
+        self, conn: asyncpg.Connection, order: OrderRow, row: WorkflowRow, chain: _Chain
+    ) -> _Io | None:
+        """Under the locks: apply plans that need no I/O until one does (returned) or none is due."""
+        while True:
+            now = self._clock.now()
+            plan = plan_item(row, order, now=now)
+            if isinstance(plan, Move | Wait):
+                if not await self._apply(conn, row, plan, now=now, cause="step", chain=chain):
+                    return None
+                continue
+            if isinstance(plan, Poll):
+                return _Read(plan=plan, row=row, version=row.version)
+            prepared = await prepare_intent(
+                conn,
+                workflow_id=row.workflow_id,
+                order_id=row.order_id,
+                step=plan.step,
+                generation=row.generation,
+                request=plan.request,
+                now=now,
+            )
+            if isinstance(prepared, AlreadyDone):
+                if not await self._apply(
+                    conn, row, plan.on_success(prepared.body), now=now, cause=plan.step, chain=chain
+                ):
+                    return None
+                continue
+            if isinstance(prepared, KeyWindowPassed):
+                return _Reconcile(plan=plan, intent=prepared)
+            return _Send(plan=plan, request=prepared.request, version=row.version)
+
+    async def _perform(
+        self, conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID, io: _Io, chain: _Chain
+    ) -> _Io | None:
+        """The I/O of one step with no transaction open (it may take seconds), then its outcome and
+        the chain's next intent in one transaction."""
+        if isinstance(io, _Reconcile):
+            await self._key_window_passed(conn, workflow_id, io.plan, io.intent)
+            return None
+        if isinstance(io, _Read):
+            return await self._after_read(conn, order_id, workflow_id, io, chain)
+        return await self._after_send(conn, order_id, workflow_id, io, chain)
+
+    async def _after_read(
+        self, conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID, io: _Read, chain: _Chain
+    ) -> _Io | None:
+        snapshot = await self._read(io.plan, io.row)
+        async with conn.transaction():
+            locked = await _lock(conn, order_id, workflow_id)
+            if locked is None:
+                return None
+            order, row = locked
+            if row.version != io.version:
+                await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=self._clock.now())
+                return None
+            now = self._clock.now()
+            decision = decide_from_snapshot(row, snapshot, now=now)
+            nxt = None
+            if await self._apply(conn, row, decision, now=now, cause="poll", chain=chain):
+                nxt = await self._advance(conn, order, row, chain)
+            if isinstance(nxt, _Send):
+                faults.reach("step.before_intent_commit")
+        return nxt
+
+    async def _after_send(
+        self, conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: _Chain
+    ) -> _Io | None:
+        faults.reach("step.after_intent_commit")
+        outcome = await send(self._client, io.request, timeout_s=self._step_timeout_s)
+        async with conn.transaction():
+            now = self._clock.now()
+            assert io.request.idempotency_key is not None
+            await record_outcome(conn, key=io.request.idempotency_key, outcome=outcome, now=now)
+            locked = await _lock(conn, order_id, workflow_id)
+            if locked is None:
+                return None
+            order, row = locked
+            if row.version != io.version:
+                # A cancel or an amendment arrived during the call: the outcome is kept and the
+                # step planned again from the new state.
+                await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=now)
+                return None
+            nxt = None
+            judged = self._judge(row, io.plan.step, outcome, io.plan)
+            if await self._apply(conn, row, judged, now=now, cause=io.plan.step, chain=chain):
+                nxt = await self._advance(conn, order, row, chain)
+            faults.reach("step.before_outcome_commit")
+            if isinstance(nxt, _Send):
+                faults.reach("step.before_intent_commit")
+        faults.reach("step.after_outcome_commit")
+        return nxt
 
     def _judge(self, row: WorkflowRow, step: str, outcome: CallOutcome, plan: Call) -> Move | Wait:
         error = outcome.error
@@ -276,20 +367,32 @@ class StepRunner:
         return body if isinstance(body, dict) else None
 
     async def _apply(
-        self, conn: asyncpg.Connection, row: WorkflowRow, plan: Plan, *, now: datetime, cause: str
-    ) -> None:
-        """Apply a Move or Wait decided under the row lock, in the caller's transaction."""
+        self,
+        conn: asyncpg.Connection,
+        row: WorkflowRow,
+        plan: Plan,
+        *,
+        now: datetime,
+        cause: str,
+        chain: _Chain | None = None,
+    ) -> bool:
+        """Apply a Move or Wait decided under the row lock, in the caller's transaction.
+
+        True: the next step is due now and, `chain` allowing, the caller runs it in this
+        transaction (no timer is written for it). False: a timer, an event or nothing wakes it.
+        """
         if isinstance(plan, Wait):
             if cause == "poll":
                 row.context["polls"] = int(row.context.get("polls", 0)) + 1
             due = None if plan.delay_s is None else now + timedelta(seconds=plan.delay_s)
             await save_workflow(conn, row, next_step_at=due)
-            return
+            return False
         assert isinstance(plan, Move)
         if not plan.event:  # context only (e.g. a subscription id learned)
             row.context.update(plan.context)
-            await save_workflow(conn, row, next_step_at=now)
-            return
+            here = chain is not None and chain.take()
+            await save_workflow(conn, row, next_step_at=None if here else now)
+            return here
         if plan.event == "fail":
             row.resume_state = row.current
             row.error = plan.error
@@ -314,7 +417,7 @@ class StepRunner:
                 machine_event=plan.event,
             )
             await save_workflow(conn, row)
-            return
+            return False
         row.context.update({k: v for k, v in plan.context.items() if v is not None})
         for key in [k for k, v in plan.context.items() if v is None]:
             row.context.pop(key, None)
@@ -333,12 +436,15 @@ class StepRunner:
                 status_topic=self._status_topic,
                 details={"error": plan.error} if plan.error else None,
             )
-        await save_workflow(conn, row, next_step_at=None if is_settled(row.current) else now)
+        settled = is_settled(row.current)
+        here = not settled and chain is not None and chain.take()
+        await save_workflow(conn, row, next_step_at=None if settled or here else now)
         await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
         # The order step reacts to its items: all added → submit; all cancelled → cancel the order;
         # a failed item may unblock the others' submission. Other moves give it nothing to do.
         if row.current in ("awaiting_submission", "failed", "cancelled"):
             await schedule(conn, kind=ORDER_STEP, order_id=row.order_id, due_at=now)
+        return here
 
     # --- orders ---
 
@@ -488,6 +594,15 @@ def _plan_order(order: OrderRow, items: list[Any]) -> tuple[str, PreparedRequest
             idempotency_key=key,
         )
     return None
+
+
+async def _lock(
+    conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID
+) -> tuple[OrderRow, WorkflowRow] | None:
+    # Locks are always taken order first, then workflow, everywhere: no deadlocks.
+    order = await lock_order(conn, order_id)
+    row = await lock_workflow(conn, workflow_id) if order is not None else None
+    return None if order is None or row is None else (order, row)
 
 
 async def lock_order(conn: asyncpg.Connection, order_id: str) -> OrderRow | None:
