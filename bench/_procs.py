@@ -59,6 +59,18 @@ class Sandbox:
     async def requests(self) -> int:
         return int((await self.control("GET", "/_sandbox/stats"))["requests"])
 
+    async def calls_by_endpoint(self) -> dict[str, int]:
+        """Requests in the sandbox's ledger by method and path shape (ids replaced by `{id}`)."""
+        answer = await self.control("GET", "/_sandbox/ledger?kind=request")
+        counts: dict[str, int] = {}
+        for entry in answer["entries"]:
+            shape = "/".join(
+                "{id}" if any(c.isdigit() for c in part) else part for part in entry["path"].split("/")
+            )
+            key = f"{entry['method']} {shape}"
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
     async def stop(self) -> None:
         await stop_process(self.proc, grace_s=10)
 

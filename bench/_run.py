@@ -316,6 +316,7 @@ class Bench:
             side_result = await side if side else None
         t1 = max(dep.tracker.done_times) if dep.tracker.done_times else time.time()
         calls = await dep.sandbox.requests() - calls_before
+        by_endpoint = await dep.sandbox.calls_by_endpoint()  # the whole scenario: a fresh sandbox
         usage = {role: self.sampler.usage(role, t0, t1) for role in roles}
         for worker in dep.workers:  # closing their connections flushes their statistics
             await worker.stop()
@@ -335,6 +336,7 @@ class Bench:
             "overall_items_per_s": done / (t1 - t0) if t1 > t0 else float("nan"),
             **latency_stats(dep.tracker),
             "provider_calls_per_item": calls / max(done, 1),
+            "calls_per_item_by_endpoint": {k: v / max(done, 1) for k, v in by_endpoint.items()},
             "commits_per_item": (after["commits"] - before["commits"]) / max(done, 1),
             "write_xacts_per_item": (after["xid"] - before["xid"]) / max(done, 1),
             "wal_kib_per_item": (after["wal"] - before["wal"]) / 1024 / max(done, 1),

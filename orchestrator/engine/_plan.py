@@ -19,6 +19,11 @@ ONE_OFF_TYPES = frozenset({"TOP_UP", "EXTERNAL_PRODUCT", "EXTERNAL_ITEM"})
 CRM_ONLY_FIELDS = frozenset({"leaseExpiresAt"})
 
 
+# States whose next step reads the provider (`Poll`): the only ones a provider event can move on.
+# (`cancelling` polls once its order was submitted.)
+POLLING_STATES = ("submitted", "porting_pending", "temp_number_active", "activation_scheduled", "cancelling")
+
+
 @dataclass(frozen=True)
 class Move:
     """Fire `event` on the machine; merge `context` into the row; `error` for `fail`."""
@@ -134,7 +139,7 @@ def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # n
             # Wake at the lease's expiry: if the order is still not submitted then, fail clearly.
             return Wait(max(0.0, (datetime.fromisoformat(expires) - now).total_seconds()))
         return Wait(None)  # the order step submits once every item is in
-    if state in ("submitted", "porting_pending", "temp_number_active", "activation_scheduled"):
+    if state in POLLING_STATES and state != "cancelling":
         assert order.provider_order_id is not None
         return Poll(
             provider_order_id=order.provider_order_id,

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from orchestrator.engine._clock import Clock
 from orchestrator.engine._journal import STEP, schedule
+from orchestrator.engine._plan import POLLING_STATES
 from orchestrator.events import ProviderWebhookEvent
 from orchestrator.kafka import ConsumedRecord, DeadLetter
 from orchestrator.logs import get_logger
@@ -53,13 +54,17 @@ class ProviderEventIntake:
                 )
                 if not fresh:
                     return
+                # Only workflows whose next step polls: the others (adding their item, waiting for
+                # submission) are moved by their own calls and the order step, so a poke would only
+                # make them plan again and find nothing to do (under load, a step and a claim each).
                 rows = await conn.fetch(
                     """SELECT w.workflow_id FROM workflows w JOIN orders o USING (order_id)
-                       WHERE w.state NOT IN ('activated', 'completed', 'cancelled', 'failed')
+                       WHERE w.state = ANY($3::text[])
                          AND ((w.context ->> 'subscription_id') = $1 OR o.provider_order_id = $2)
                        ORDER BY w.workflow_id""",
                     subscription_id,
                     provider_order_id,
+                    list(POLLING_STATES),
                 )
                 now = self._clock.now()
                 for row in rows:
