@@ -57,10 +57,14 @@ class ProviderEventIntake:
                 # Only workflows whose next step polls: the others (adding their item, waiting for
                 # submission) are moved by their own calls and the order step, so a poke would only
                 # make them plan again and find nothing to do (under load, a step and a claim each).
+                # A subscription's event pokes its own workflow, and those of its order that do not
+                # know their subscription yet (it may be theirs), not its siblings.
                 rows = await conn.fetch(
                     """SELECT w.workflow_id FROM workflows w JOIN orders o USING (order_id)
                        WHERE w.state = ANY($3::text[])
-                         AND ((w.context ->> 'subscription_id') = $1 OR o.provider_order_id = $2)
+                         AND ((w.context ->> 'subscription_id') = $1
+                              OR (o.provider_order_id = $2
+                                  AND ($1::text IS NULL OR (w.context ->> 'subscription_id') IS NULL)))
                        ORDER BY w.workflow_id""",
                     subscription_id,
                     provider_order_id,
