@@ -146,6 +146,8 @@ class StepRunner:
         # own, whose copy of the context ends with it, so the binding cannot leak into other steps.
         structlog.contextvars.bind_contextvars(workflow_id=str(workflow_id))
         chain = _Chain(self._chain_steps)
+        # A connection is held per transaction, never across a provider call: with slow calls the
+        # pool would otherwise need a connection per step slot, idle for the call's duration.
         async with self._pool.acquire() as conn:
             if order_id is None:
                 order_id = await conn.fetchval(
@@ -162,8 +164,8 @@ class StepRunner:
                 io = await self._advance(conn, order, row, chain)
                 if isinstance(io, _Send):
                     faults.reach("step.before_intent_commit")
-            while io is not None:
-                io = await self._perform(conn, order_id, workflow_id, io, chain)
+        while io is not None:
+            io = await self._perform(order_id, workflow_id, io, chain)
 
     async def _advance(
         self, conn: asyncpg.Connection, order: OrderRow, row: WorkflowRow, chain: _Chain
@@ -197,23 +199,22 @@ class StepRunner:
                 return _Reconcile(plan=plan, intent=prepared)
             return _Send(plan=plan, request=prepared.request, version=row.version)
 
-    async def _perform(
-        self, conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID, io: _Io, chain: _Chain
-    ) -> _Io | None:
+    async def _perform(self, order_id: str, workflow_id: uuid.UUID, io: _Io, chain: _Chain) -> _Io | None:
         """The I/O of one step with no transaction open (it may take seconds), then its outcome and
         the chain's next intent in one transaction."""
         if isinstance(io, _Reconcile):
-            await self._key_window_passed(conn, workflow_id, io.plan, io.intent)
+            async with self._pool.acquire() as conn:
+                await self._key_window_passed(conn, workflow_id, io.plan, io.intent)
             return None
         if isinstance(io, _Read):
-            return await self._after_read(conn, order_id, workflow_id, io, chain)
-        return await self._after_send(conn, order_id, workflow_id, io, chain)
+            return await self._after_read(order_id, workflow_id, io, chain)
+        return await self._after_send(order_id, workflow_id, io, chain)
 
     async def _after_read(
-        self, conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID, io: _Read, chain: _Chain
+        self, order_id: str, workflow_id: uuid.UUID, io: _Read, chain: _Chain
     ) -> _Io | None:
         snapshot = await self._read(io.plan, io.row)
-        async with conn.transaction():
+        async with self._pool.acquire() as conn, conn.transaction():
             locked = await _lock(conn, order_id, workflow_id)
             if locked is None:
                 return None
@@ -231,11 +232,11 @@ class StepRunner:
         return nxt
 
     async def _after_send(
-        self, conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: _Chain
+        self, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: _Chain
     ) -> _Io | None:
         faults.reach("step.after_intent_commit")
         outcome = await send(self._client, io.request, timeout_s=self._step_timeout_s)
-        async with conn.transaction():
+        async with self._pool.acquire() as conn, conn.transaction():
             now = self._clock.now()
             assert io.request.idempotency_key is not None
             await record_outcome(conn, key=io.request.idempotency_key, outcome=outcome, now=now)
@@ -452,60 +453,59 @@ class StepRunner:
         """Create the provider order, then submit it once every live item is in it."""
         structlog.contextvars.unbind_contextvars("workflow_id", "line_item_id")
         structlog.contextvars.bind_contextvars(order_id=order_id)
-        async with self._pool.acquire() as conn:
-            async with conn.transaction():
-                order = await lock_order(conn, order_id)
-                if order is None:
-                    return
-                items = await conn.fetch(
-                    "SELECT workflow_id, state, context FROM workflows WHERE order_id = $1", order_id
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await lock_order(conn, order_id)
+            if order is None:
+                return
+            items = await conn.fetch(
+                "SELECT workflow_id, state, context FROM workflows WHERE order_id = $1", order_id
+            )
+            now = self._clock.now()
+            call = _plan_order(order, items)
+            if call is None:
+                return
+            step, request = call
+            prepared = await prepare_intent(
+                conn,
+                workflow_id=None,
+                order_id=order_id,
+                step=step,
+                generation=order.generation,
+                request=request,
+                now=now,
+            )
+            if isinstance(prepared, AlreadyDone):
+                await self._order_success(conn, order, step, prepared.body, now=now)
+                return
+            if isinstance(prepared, KeyWindowPassed):
+                log.error("order call past its key window", order_id=order_id, step=step)
+                return
+            faults.reach("step.before_intent_commit")
+        faults.reach("step.after_intent_commit")
+        outcome = await send(self._client, prepared.request, timeout_s=self._step_timeout_s)
+        async with self._pool.acquire() as conn, conn.transaction():
+            now = self._clock.now()
+            assert prepared.request.idempotency_key is not None
+            await record_outcome(conn, key=prepared.request.idempotency_key, outcome=outcome, now=now)
+            order = await lock_order(conn, order_id)
+            assert order is not None
+            if outcome.error is None:
+                await self._order_success(conn, order, step, outcome.body(), now=now)
+            elif outcome.error.retryable:
+                attempts = await conn.fetchval(
+                    "SELECT attempts FROM provider_calls WHERE idempotency_key = $1",
+                    prepared.request.idempotency_key,
                 )
-                now = self._clock.now()
-                call = _plan_order(order, items)
-                if call is None:
-                    return
-                step, request = call
-                prepared = await prepare_intent(
-                    conn,
-                    workflow_id=None,
-                    order_id=order_id,
-                    step=step,
-                    generation=order.generation,
-                    request=request,
-                    now=now,
+                delay = self._retry.delay(attempts, outcome.error.retry_after_s)
+                await schedule(
+                    conn, kind=ORDER_STEP, order_id=order_id, due_at=now + timedelta(seconds=delay)
                 )
-                if isinstance(prepared, AlreadyDone):
-                    await self._order_success(conn, order, step, prepared.body, now=now)
-                    return
-                if isinstance(prepared, KeyWindowPassed):
-                    log.error("order call past its key window", order_id=order_id, step=step)
-                    return
-                faults.reach("step.before_intent_commit")
-            faults.reach("step.after_intent_commit")
-            outcome = await send(self._client, prepared.request, timeout_s=self._step_timeout_s)
-            async with conn.transaction():
-                now = self._clock.now()
-                assert prepared.request.idempotency_key is not None
-                await record_outcome(conn, key=prepared.request.idempotency_key, outcome=outcome, now=now)
-                order = await lock_order(conn, order_id)
-                assert order is not None
-                if outcome.error is None:
-                    await self._order_success(conn, order, step, outcome.body(), now=now)
-                elif outcome.error.retryable:
-                    attempts = await conn.fetchval(
-                        "SELECT attempts FROM provider_calls WHERE idempotency_key = $1",
-                        prepared.request.idempotency_key,
-                    )
-                    delay = self._retry.delay(attempts, outcome.error.retry_after_s)
-                    await schedule(
-                        conn, kind=ORDER_STEP, order_id=order_id, due_at=now + timedelta(seconds=delay)
-                    )
-                    if attempts >= self._retry.max_attempts:
-                        await self._fail_items(conn, order_id, step, outcome, now=now)
-                else:
+                if attempts >= self._retry.max_attempts:
                     await self._fail_items(conn, order_id, step, outcome, now=now)
-                faults.reach("step.before_outcome_commit")
-            faults.reach("step.after_outcome_commit")
+            else:
+                await self._fail_items(conn, order_id, step, outcome, now=now)
+            faults.reach("step.before_outcome_commit")
+        faults.reach("step.after_outcome_commit")
 
     async def _order_success(
         self, conn: asyncpg.Connection, order: OrderRow, step: str, body: Any, *, now: datetime
