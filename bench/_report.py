@@ -168,6 +168,9 @@ def _scenario_table(results: dict[str, Any]) -> list[str]:
     lines.append("|---|" + "---:|" * len(names))
     lines.append("| paths | " + " | ".join(str(sc[n].get("mix", "")) for n in names) + " |")
     lines.append("| workers | " + " | ".join(str(sc[n].get("workers", "")) for n in names) + " |")
+    lines.append(
+        "| step slots / provider connections per worker | " + " | ".join(_slots(sc[n]) for n in names) + " |"
+    )
     for key, label, spec in METRICS:
         lines.append(f"| {label} | " + " | ".join(_fmt(_get(sc[n], key), spec) for n in names) + " |")
     lines.append(
@@ -390,3 +393,14 @@ def write_report(results: dict[str, Any], *, out_dir: Path) -> Path:
     doc = out_dir / "benchmarks.md"
     doc.write_text(render(results, notes=notes))
     return doc
+
+
+def _slots(scenario: dict[str, Any]) -> str:
+    tuning = scenario.get("tuning")
+    if not tuning:
+        return "–"
+    slots, connections = (
+        tuning["ORCHESTRATOR_ENGINE__STEP_CONCURRENCY"],
+        tuning["ORCHESTRATOR_CONNECT__MAX_CONCURRENCY"],
+    )
+    return f"{slots} / {connections}"
