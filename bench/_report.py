@@ -26,6 +26,12 @@ METRICS: list[tuple[str, str, str]] = [
     ("received_p50_ms", "CRM event → `received`, p50 (ms)", "{:.0f}"),
     ("received_p95_ms", "CRM event → `received`, p95 (ms)", "{:.0f}"),
     ("received_p99_ms", "CRM event → `received`, p99 (ms)", "{:.0f}"),
+    (
+        "intake_p50_ms|intake_p99_ms",
+        "… CRM event → intake starts (the event's `time`), p50 / p99 (ms)²",
+        "{:.0f}",
+    ),
+    ("relay_p50_ms|relay_p99_ms", "… intake starts → status event read, p50 / p99 (ms)²", "{:.0f}"),
     ("done_p50_ms", "CRM event → `activated`¹, p50 (ms)", "{:.0f}"),
     ("done_p95_ms", "CRM event → `activated`¹, p95 (ms)", "{:.0f}"),
     ("done_p99_ms", "CRM event → `activated`¹, p99 (ms)", "{:.0f}"),
@@ -172,7 +178,8 @@ def _scenario_table(results: dict[str, Any]) -> list[str]:
         "| step slots / provider connections per worker | " + " | ".join(_slots(sc[n]) for n in names) + " |"
     )
     for key, label, spec in METRICS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(_get(sc[n], key), spec) for n in names) + " |")
+        cells = [" / ".join(_fmt(_get(sc[n], k), spec) for k in key.split("|")) for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append(
         "| finished within the time limit | "
         + " | ".join("yes" if sc[n].get("finished") else f"no: {sc[n].get('stuck')}" for n in names)
@@ -263,6 +270,9 @@ def render(results: dict[str, Any], *, notes: str) -> str:
         "",
         "¹ for a scheduled activation, `activation_scheduled` (its date is days away);",
         "everything else ends `activated`.",
+        "² the `received` latency in two legs, split at the `time` the worker stamps on the event when",
+        "its intake starts (one host, one clock): Kafka and the worker's consumer, then the intake",
+        "transaction, the outbox relay, the status topic and the reader.",
         "",
         "## Recovery after SIGKILL",
         "",

@@ -159,6 +159,7 @@ class ItemTimes:
     path: str
     sent: float = 0.0
     received: float | None = None
+    received_at_worker: float | None = None  # the `received` event's `time`: its intake commit
     done: float | None = None
     last_event: float | None = None
     states: list[str] = field(default_factory=list)
@@ -228,6 +229,7 @@ class Tracker:
         item.last_event = now
         if state == "received" and item.received is None:
             item.received = now
+            item.received_at_worker = occurred
         if item.done is None and state == DONE_STATE[item.path]:
             item.done = now
             self.done_times.append(now)
@@ -331,8 +333,13 @@ def latency_stats(tracker: Tracker, *, since: float = 0.0) -> dict[str, float]:
     items = [i for i in tracker.items.values() if i.sent >= since]
     received = [1000 * (i.received - i.sent) for i in items if i.received is not None]
     done = [1000 * (i.done - i.sent) for i in items if i.done is not None]
+    # The `received` latency in two legs (same host, same clock): CRM topic + consumer + intake,
+    # then outbox + relay + status topic + reader.
+    split = [i for i in items if i.received is not None and i.received_at_worker is not None]
+    intake = [1000 * (i.received_at_worker - i.sent) for i in split]  # type: ignore[operator]
+    relay = [1000 * (i.received - i.received_at_worker) for i in split]  # type: ignore[operator]
     out: dict[str, float] = {}
-    for name, values in (("received", received), ("done", done)):
+    for name, values in (("received", received), ("done", done), ("intake", intake), ("relay", relay)):
         for q in (50, 95, 99):
             out[f"{name}_p{q}_ms"] = percentile(values, q)
     return out
