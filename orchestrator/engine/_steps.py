@@ -246,8 +246,14 @@ class StepRunner:
             order, row = locked
             if row.version != io.version:
                 # A cancel or an amendment arrived during the call: the outcome is kept and the
-                # step planned again from the new state.
-                await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=now)
+                # step planned again from the new state, knowing what the call established (an
+                # item added must be updated or removed now, not added again or forgotten).
+                learned = io.plan.on_success(outcome.body()) if outcome.error is None else None
+                if isinstance(learned, Move) and learned.context:
+                    row.context.update({k: v for k, v in learned.context.items() if v is not None})
+                    await save_workflow(conn, row, next_step_at=now)
+                else:
+                    await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=now)
                 return None
             nxt = None
             judged = self._judge(row, io.plan.step, outcome, io.plan)

@@ -1,0 +1,117 @@
+"""A CRM change that lands while a provider call is in flight: the call's outcome is kept, the step
+is planned again from the new state, and what the call established is not forgotten. Seen in the
+Postgres-restart reliability test: an amendment during `add_item` made the next step add the
+item again (the provider refused: "already exists") instead of updating it; a cancellation in the
+same window would have left the added item at the provider.
+
+The step runner against a real database and the real sandbox, whose latency fault holds the call
+open while the intake applies the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from orchestrator.connect import ConnectClient
+from orchestrator.engine import CrmIntake, StepRunner, SystemClock
+from orchestrator.kafka import ConsumedRecord
+from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
+from orchestrator.settings import ConnectSettings
+from orchestrator.store import open_pool
+from tests.e2e.support import STRUCTURED, crm_event, order_submitted, subscription
+
+KEY = "changes-during-a-call-key"
+_offsets = itertools.count()
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    async with run_sandbox(SandboxConfig(api_key=KEY, seed=5)) as running:
+        yield running
+
+
+async def _consume(intake: CrmIntake, order_id: str, event_type: str, data: dict[str, Any]) -> None:
+    await intake(
+        ConsumedRecord(
+            topic="crm", partition=0, offset=next(_offsets), key=order_id.encode(),
+            value=crm_event(event_type, data), headers=tuple(STRUCTURED), timestamp_ms=0,
+        )
+    )  # fmt: skip
+
+
+async def _add_item_with_change_midway(
+    pool: asyncpg.Pool, client: ConnectClient, control: SandboxControl, order_id: str, change: tuple[str, Any]
+) -> tuple[StepRunner, uuid.UUID]:
+    intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
+    await _consume(intake, order_id, "crm.order.submitted", order_submitted(order_id, subscription("li-1")))
+    runner = StepRunner(pool=pool, client=client, clock=SystemClock(), status_topic="status")
+    await runner.run_order_step(order_id)  # the provider order exists
+    workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = $1", order_id)
+    await control.faults(
+        {"match": "POST /orders/*/line-items", "kind": "latency", "latencyMs": 600, "times": 1}
+    )
+    step = asyncio.create_task(runner.run_workflow_step(workflow_id))
+    for _ in range(300):  # bounded: until the intent is stored, i.e. the call is on its way
+        if await pool.fetchval("SELECT count(*) FROM provider_calls WHERE step = 'add_item'"):
+            break
+        await asyncio.sleep(0.01)
+    await _consume(intake, order_id, *change)
+    assert not step.done(), "the change must land while the call is in flight"
+    await step
+    return runner, workflow_id
+
+
+async def _requests(control: SandboxControl, suffix: str, method: str) -> int:
+    return sum(
+        1
+        for e in await control.ledger(kind="request")
+        if e["path"].endswith(suffix) and e["method"] == method
+    )
+
+
+async def test_an_amendment_during_add_item_updates_the_item_instead_of_adding_it_again(
+    migrated_database: str, sandbox: RunningSandbox
+) -> None:
+    async with (
+        open_pool(migrated_database) as pool,
+        ConnectClient(settings=ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(KEY))) as client,
+        SandboxControl(base_url=sandbox.base_url, api_key=KEY) as control,
+    ):
+        update = {"orderId": "o-amend", "lineItem": subscription("li-1", productOfferingId="mobile-plan-max")}
+        runner, workflow_id = await _add_item_with_change_midway(
+            pool, client, control, "o-amend", ("crm.order.line_item.updated", update)
+        )
+        await runner.run_workflow_step(workflow_id)
+
+        row = await pool.fetchrow("SELECT state, error FROM workflows WHERE workflow_id = $1", workflow_id)
+        assert (row["state"], row["error"]) == ("awaiting_submission", None)
+        assert await _requests(control, "/line-items", "POST") == 1
+        assert await _requests(control, "/line-items/li-1", "PUT") == 1
+
+
+async def test_a_cancellation_during_add_item_removes_the_added_item(
+    migrated_database: str, sandbox: RunningSandbox
+) -> None:
+    async with (
+        open_pool(migrated_database) as pool,
+        ConnectClient(settings=ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(KEY))) as client,
+        SandboxControl(base_url=sandbox.base_url, api_key=KEY) as control,
+    ):
+        cancel = {"orderId": "o-cancel", "reason": "NO_NEED"}
+        runner, workflow_id = await _add_item_with_change_midway(
+            pool, client, control, "o-cancel", ("crm.order.cancelled", cancel)
+        )
+        await runner.run_workflow_step(workflow_id)
+
+        assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
+            "cancelled"
+        )
+        assert await _requests(control, "/line-items/li-1", "DELETE") == 1
