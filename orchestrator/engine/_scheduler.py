@@ -35,15 +35,23 @@ WITH finished AS (
     DELETE FROM timers WHERE id = ANY($4::bigint[]) AND claimed_by = $1
 ),
 live AS (SELECT worker_id FROM workers WHERE last_seen > now() - $3::interval),
-due AS (
+-- Two index scans, not one OR: with a backlog of 100k due timers the OR sorted them all on every
+-- claim (30 ms). Dead workers' claims (few) are taken over first, then due timers in due order.
+stale AS (
     SELECT id FROM timers
-    WHERE (fired_at IS NULL AND due_at <= now())
-       OR (fired_at IS NOT NULL AND claimed_by IS DISTINCT FROM $1
-           AND claimed_by NOT IN (SELECT worker_id FROM live))
+    WHERE fired_at IS NOT NULL AND claimed_by IS DISTINCT FROM $1
+      AND claimed_by NOT IN (SELECT worker_id FROM live)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+fresh AS (
+    SELECT id FROM timers
+    WHERE fired_at IS NULL AND due_at <= now()
     ORDER BY due_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
+due AS (SELECT id FROM stale UNION ALL SELECT id FROM fresh),
 claimed AS (
     UPDATE timers t SET fired_at = now(), claimed_by = $1
     FROM due WHERE t.id = due.id
