@@ -101,7 +101,13 @@ class WebhookSettings(_Group):
 
 
 class EngineSettings(_Group):
-    step_concurrency: int = Field(16, ge=1, le=1024, description="steps one worker runs at once")
+    step_concurrency: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="steps one worker runs at once; a slot waits out each provider call, so raise it "
+        "(and the Connect concurrency) when calls are slow (docs/benchmarks.md)",
+    )
 
 
 class HttpServerSettings(_Group):
