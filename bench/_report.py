@@ -306,9 +306,24 @@ def render(results: dict[str, Any], *, notes: str) -> str:
             f"{_fmt(_get(drain, 'usage.worker.cpu_pct'), '{:.0f}')} / "
             f"{_fmt(_get(drain, 'usage.sandbox.cpu_pct'), '{:.0f}')} / "
             f"{_fmt(_get(drain, 'usage.postgres.cpu_pct'), '{:.0f}')} |",
-            f"| **100k line items, extrapolated** at that rate | "
-            f"{_fmt(drain['extrapolated_100k_s'] / 60, '{:.0f}')} min |",
         ]
+        if drain["line_items"] >= 100_000:
+            out.append(
+                f"| **{drain['line_items'] // 1000}k line items, measured** | "
+                f"{drain['drain_s'] / 60:.1f} min |"
+            )
+        else:
+            out.append(
+                f"| **100k line items, extrapolated** at that rate | "
+                f"{_fmt(drain['extrapolated_100k_s'] / 60, '{:.0f}')} min |"
+            )
+        source = results.get("drain_source")
+        if source:
+            out += [
+                "",
+                f"From a run of its own (`{source['command']}`, {source['started']}, load "
+                f"`{source['load']}`), same code and stack: it is the longest scenario by far.",
+            ]
     lim = results.get("pg_limit")
     out += ["", "## The Postgres limit", ""]
     if lim:

@@ -59,13 +59,16 @@ class ProviderEventIntake:
                 # make them plan again and find nothing to do (under load, a step and a claim each).
                 # A subscription's event pokes its own workflow, and those of its order that do not
                 # know their subscription yet (it may be theirs), not its siblings.
+                # Two index lookups, not one OR across the join: with 100k workflows waiting, the OR
+                # scanned every workflow in a polling state for each webhook (87 ms at 15k).
                 rows = await conn.fetch(
-                    """SELECT w.workflow_id FROM workflows w JOIN orders o USING (order_id)
-                       WHERE w.state = ANY($3::text[])
-                         AND ((w.context ->> 'subscription_id') = $1
-                              OR (o.provider_order_id = $2
-                                  AND ($1::text IS NULL OR (w.context ->> 'subscription_id') IS NULL)))
-                       ORDER BY w.workflow_id""",
+                    """SELECT w.workflow_id FROM workflows w
+                       WHERE (w.context ->> 'subscription_id') = $1 AND w.state = ANY($3::text[])
+                       UNION
+                       SELECT w.workflow_id FROM orders o JOIN workflows w USING (order_id)
+                       WHERE o.provider_order_id = $2 AND w.state = ANY($3::text[])
+                         AND ($1::text IS NULL OR (w.context ->> 'subscription_id') IS NULL)
+                       ORDER BY workflow_id""",
                     subscription_id,
                     provider_order_id,
                     list(POLLING_STATES),

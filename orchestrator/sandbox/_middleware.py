@@ -73,15 +73,19 @@ class SandboxMiddleware:
         api_key = headers.get("x-api-key", "")
         method, path = scope["method"], scope["path"]
         idem_key = headers.get("x-idempotency-key") if method in MUTATING else None
-        if api_key not in rt.accepted_keys:
+
+        def record(status: int, outcome: str) -> None:
             rt.ledger.request(
                 api_key=api_key,
                 method=method,
                 path=path,
                 idempotency_key=idem_key,
-                status=401,
-                outcome="unauthorized",
+                status=status,
+                outcome=outcome,
             )
+
+        if api_key not in rt.accepted_keys:
+            record(401, "unauthorized")
             await _send(send, _error(401, "unauthorized", "missing or invalid X-API-Key"))
             return
         if path.startswith("/_sandbox/"):
@@ -89,26 +93,12 @@ class SandboxMiddleware:
             return
         body = await _read_body(receive)
         if body is None:
-            rt.ledger.request(
-                api_key=api_key,
-                method=method,
-                path=path,
-                idempotency_key=idem_key,
-                status=499,
-                outcome="client_gone",
-            )
+            record(499, "client_gone")
             return
         status, outcome = await self._guarded(
             scope, receive, send, body=body, api_key=api_key, idem_key=idem_key, headers=headers
         )
-        rt.ledger.request(
-            api_key=api_key,
-            method=method,
-            path=path,
-            idempotency_key=idem_key,
-            status=status,
-            outcome=outcome,
-        )
+        record(status, outcome)
 
     async def _guarded(
         self,

@@ -13,29 +13,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
-import pytest
-from pydantic import SecretStr
-
-from orchestrator.connect import ConnectClient
 from orchestrator.engine import CrmIntake, StepRunner, SystemClock
 from orchestrator.kafka import ConsumedRecord
-from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
-from orchestrator.settings import ConnectSettings
-from orchestrator.store import open_pool
+from orchestrator.sandbox import SandboxControl
 from tests.e2e.support import STRUCTURED, crm_event, order_submitted, subscription
+from tests.engine.conftest import Provider
 
-KEY = "changes-during-a-call-key"
 _offsets = itertools.count()
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    async with run_sandbox(SandboxConfig(api_key=KEY, seed=5)) as running:
-        yield running
 
 
 async def _consume(intake: CrmIntake, order_id: str, event_type: str, data: dict[str, Any]) -> None:
@@ -48,8 +34,9 @@ async def _consume(intake: CrmIntake, order_id: str, event_type: str, data: dict
 
 
 async def _add_item_with_change_midway(
-    pool: asyncpg.Pool, client: ConnectClient, control: SandboxControl, order_id: str, change: tuple[str, Any]
+    provider: Provider, order_id: str, change: tuple[str, Any]
 ) -> tuple[StepRunner, uuid.UUID]:
+    pool, client, control = provider.pool, provider.client, provider.control
     intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
     await _consume(intake, order_id, "crm.order.submitted", order_submitted(order_id, subscription("li-1")))
     runner = StepRunner(pool=pool, client=client, clock=SystemClock(), status_topic="status")
@@ -78,40 +65,30 @@ async def _requests(control: SandboxControl, suffix: str, method: str) -> int:
 
 
 async def test_an_amendment_during_add_item_updates_the_item_instead_of_adding_it_again(
-    migrated_database: str, sandbox: RunningSandbox
+    provider: Provider,
 ) -> None:
-    async with (
-        open_pool(migrated_database) as pool,
-        ConnectClient(settings=ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(KEY))) as client,
-        SandboxControl(base_url=sandbox.base_url, api_key=KEY) as control,
-    ):
-        update = {"orderId": "o-amend", "lineItem": subscription("li-1", productOfferingId="mobile-plan-max")}
-        runner, workflow_id = await _add_item_with_change_midway(
-            pool, client, control, "o-amend", ("crm.order.line_item.updated", update)
-        )
-        await runner.run_workflow_step(workflow_id)
+    pool, control = provider.pool, provider.control
+    update = {"orderId": "o-amend", "lineItem": subscription("li-1", productOfferingId="mobile-plan-max")}
+    runner, workflow_id = await _add_item_with_change_midway(
+        provider, "o-amend", ("crm.order.line_item.updated", update)
+    )
+    await runner.run_workflow_step(workflow_id)
 
-        row = await pool.fetchrow("SELECT state, error FROM workflows WHERE workflow_id = $1", workflow_id)
-        assert (row["state"], row["error"]) == ("awaiting_submission", None)
-        assert await _requests(control, "/line-items", "POST") == 1
-        assert await _requests(control, "/line-items/li-1", "PUT") == 1
+    row = await pool.fetchrow("SELECT state, error FROM workflows WHERE workflow_id = $1", workflow_id)
+    assert (row["state"], row["error"]) == ("awaiting_submission", None)
+    assert await _requests(control, "/line-items", "POST") == 1
+    assert await _requests(control, "/line-items/li-1", "PUT") == 1
 
 
-async def test_a_cancellation_during_add_item_removes_the_added_item(
-    migrated_database: str, sandbox: RunningSandbox
-) -> None:
-    async with (
-        open_pool(migrated_database) as pool,
-        ConnectClient(settings=ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(KEY))) as client,
-        SandboxControl(base_url=sandbox.base_url, api_key=KEY) as control,
-    ):
-        cancel = {"orderId": "o-cancel", "reason": "NO_NEED"}
-        runner, workflow_id = await _add_item_with_change_midway(
-            pool, client, control, "o-cancel", ("crm.order.cancelled", cancel)
-        )
-        await runner.run_workflow_step(workflow_id)
+async def test_a_cancellation_during_add_item_removes_the_added_item(provider: Provider) -> None:
+    pool, control = provider.pool, provider.control
+    cancel = {"orderId": "o-cancel", "reason": "NO_NEED"}
+    runner, workflow_id = await _add_item_with_change_midway(
+        provider, "o-cancel", ("crm.order.cancelled", cancel)
+    )
+    await runner.run_workflow_step(workflow_id)
 
-        assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
-            "cancelled"
-        )
-        assert await _requests(control, "/line-items/li-1", "DELETE") == 1
+    assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
+        "cancelled"
+    )
+    assert await _requests(control, "/line-items/li-1", "DELETE") == 1

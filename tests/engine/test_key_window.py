@@ -8,27 +8,15 @@ is crossed by ageing the stored intent and moving the sandbox's clock by the sam
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
-from pydantic import SecretStr
 
 from orchestrator.connect import ConnectClient
 from orchestrator.engine import CrmIntake, StepRunner, SystemClock
 from orchestrator.kafka import ConsumedRecord
-from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
-from orchestrator.settings import ConnectSettings
-from orchestrator.store import open_pool
+from orchestrator.sandbox import SandboxControl
 from tests.e2e.support import STRUCTURED, crm_event, effects, order_submitted, subscription
-
-KEY = "key-window-test-key"
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    async with run_sandbox(SandboxConfig(api_key=KEY, seed=3)) as running:
-        yield running
+from tests.engine.conftest import Provider
 
 
 async def _setup(pool: asyncpg.Pool, client: ConnectClient, order_id: str) -> tuple[StepRunner, uuid.UUID]:
@@ -54,67 +42,49 @@ async def _age_and_cross_the_window(pool: asyncpg.Pool, control: SandboxControl)
     await control.advance(25 * 3600)  # the provider forgets the key
 
 
-async def test_effect_present_past_the_window_is_skipped_not_resent(
-    migrated_database: str, sandbox: RunningSandbox
-) -> None:
-    async with (
-        open_pool(migrated_database) as pool,
-        ConnectClient(settings=ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(KEY))) as client,
-        SandboxControl(base_url=sandbox.base_url, api_key=KEY) as control,
-    ):
-        runner, workflow_id = await _setup(pool, client, "o-kw-present")
-        # The add is applied, but its answer never reaches us.
-        await control.faults({"match": "POST /orders/*/line-items", "kind": "lost_response", "times": 1})
-        await runner.run_workflow_step(workflow_id)
-        assert await pool.fetchval("SELECT status FROM provider_calls WHERE step = 'add_item'") == "retrying"
-        await _age_and_cross_the_window(pool, control)
+async def test_effect_present_past_the_window_is_skipped_not_resent(provider: Provider) -> None:
+    pool, client, control = provider.pool, provider.client, provider.control
+    runner, workflow_id = await _setup(pool, client, "o-kw-present")
+    # The add is applied, but its answer never reaches us.
+    await control.faults({"match": "POST /orders/*/line-items", "kind": "lost_response", "times": 1})
+    await runner.run_workflow_step(workflow_id)
+    assert await pool.fetchval("SELECT status FROM provider_calls WHERE step = 'add_item'") == "retrying"
+    await _age_and_cross_the_window(pool, control)
 
-        await runner.run_workflow_step(workflow_id)
+    await runner.run_workflow_step(workflow_id)
 
-        row = await pool.fetchrow(
-            "SELECT state, generation FROM workflows WHERE workflow_id = $1", workflow_id
-        )
-        assert (row["state"], row["generation"]) == ("awaiting_submission", 0)
-        assert await pool.fetchval("SELECT status FROM provider_calls WHERE step = 'add_item'") == "skipped"
-        ledger = await control.ledger()
-        assert len(effects(ledger, "line_item.added")) == 1
-        sends = [e for e in ledger if e.get("kind") == "request" and e["path"].endswith("/line-items")]
-        assert len(sends) == 1, "the old key must not be sent again"
-        cause = await pool.fetchval(
-            "SELECT cause FROM transitions WHERE workflow_id = $1 ORDER BY sequence DESC LIMIT 1", workflow_id
-        )
-        assert cause == "reconcile:add_item"
+    row = await pool.fetchrow("SELECT state, generation FROM workflows WHERE workflow_id = $1", workflow_id)
+    assert (row["state"], row["generation"]) == ("awaiting_submission", 0)
+    assert await pool.fetchval("SELECT status FROM provider_calls WHERE step = 'add_item'") == "skipped"
+    ledger = await control.ledger()
+    assert len(effects(ledger, "line_item.added")) == 1
+    sends = [e for e in ledger if e.get("kind") == "request" and e["path"].endswith("/line-items")]
+    assert len(sends) == 1, "the old key must not be sent again"
+    cause = await pool.fetchval(
+        "SELECT cause FROM transitions WHERE workflow_id = $1 ORDER BY sequence DESC LIMIT 1", workflow_id
+    )
+    assert cause == "reconcile:add_item"
 
 
-async def test_effect_absent_past_the_window_is_rekeyed(
-    migrated_database: str, sandbox: RunningSandbox
-) -> None:
-    async with (
-        open_pool(migrated_database) as pool,
-        ConnectClient(settings=ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(KEY))) as client,
-        SandboxControl(base_url=sandbox.base_url, api_key=KEY) as control,
-    ):
-        runner, workflow_id = await _setup(pool, client, "o-kw-absent")
-        # The provider fails before doing anything.
-        await control.faults(
-            {"match": "POST /orders/*/line-items", "kind": "error", "status": 503, "times": 1}
-        )
-        await runner.run_workflow_step(workflow_id)
-        await _age_and_cross_the_window(pool, control)
+async def test_effect_absent_past_the_window_is_rekeyed(provider: Provider) -> None:
+    pool, client, control = provider.pool, provider.client, provider.control
+    runner, workflow_id = await _setup(pool, client, "o-kw-absent")
+    # The provider fails before doing anything.
+    await control.faults({"match": "POST /orders/*/line-items", "kind": "error", "status": 503, "times": 1})
+    await runner.run_workflow_step(workflow_id)
+    await _age_and_cross_the_window(pool, control)
 
-        await runner.run_workflow_step(workflow_id)  # reads, finds nothing, re-keys
-        assert (
-            await pool.fetchval("SELECT generation FROM workflows WHERE workflow_id = $1", workflow_id) == 1
-        )
-        await runner.run_workflow_step(workflow_id)  # sends under the new key
+    await runner.run_workflow_step(workflow_id)  # reads, finds nothing, re-keys
+    assert await pool.fetchval("SELECT generation FROM workflows WHERE workflow_id = $1", workflow_id) == 1
+    await runner.run_workflow_step(workflow_id)  # sends under the new key
 
-        assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
-            "awaiting_submission"
-        )
-        statuses = dict(
-            await pool.fetch("SELECT idempotency_key, status FROM provider_calls WHERE step = 'add_item'")
-        )
-        assert sorted(statuses.values()) == ["rekeyed", "succeeded"]
-        added = effects(await control.ledger(), "line_item.added")
-        assert len(added) == 1
-        assert added[0]["idempotencyKey"].endswith("-g1")
+    assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
+        "awaiting_submission"
+    )
+    statuses = dict(
+        await pool.fetch("SELECT idempotency_key, status FROM provider_calls WHERE step = 'add_item'")
+    )
+    assert sorted(statuses.values()) == ["rekeyed", "succeeded"]
+    added = effects(await control.ledger(), "line_item.added")
+    assert len(added) == 1
+    assert added[0]["idempotencyKey"].endswith("-g1")
