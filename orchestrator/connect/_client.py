@@ -40,7 +40,7 @@ from orchestrator.connect._models import (
 from orchestrator.connect._requests import PreparedRequest, Requests
 from orchestrator.connect._response import ProviderResponse
 from orchestrator.connect._retry import RetryPolicy, retry_call
-from orchestrator.connect._transport import HttpSender, build_http_client
+from orchestrator.connect._transport import HttpSender, ShardedClient, build_http_client
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import ConnectSettings
 
@@ -82,7 +82,7 @@ class ConnectClient:
             burst=settings.rate_limit_burst,
         )
         self._transport = transport
-        self._http: httpx.AsyncClient | None = None
+        self._http: ShardedClient | None = None
         self._sender: HttpSender | None = None
         self._state = _State.NEW
 

@@ -1,4 +1,4 @@
-"""The HTTP edge: one pooled httpx client, per-call timeouts, limits, and error translation.
+"""The HTTP edge: pooled httpx clients, per-call timeouts, limits, and error translation.
 
 Every httpx exception becomes a ProviderError here (with the cause kept), and every answer that
 arrived becomes a classified ProviderResponse, so nothing above this module sees httpx.
@@ -7,9 +7,11 @@ arrived becomes a classified ProviderResponse, so nothing above this module sees
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import structlog
@@ -28,17 +30,57 @@ from orchestrator.connect._requests import PreparedRequest
 from orchestrator.connect._response import ProviderResponse
 from orchestrator.settings import ConnectSettings
 
-__all__ = ["HttpSender", "build_http_client"]
+__all__ = ["HttpSender", "ShardedClient", "build_http_client"]
 
 _log = structlog.get_logger("orchestrator.connect")
 
 REPLAY_HEADER = "idempotent-replayed"
 
 
+# httpcore 1.0's pool looks at every pooled connection (a getpeername and a poll for each idle one)
+# on every request and every response, so its cost grows with the pool: with 64 connections it took
+# 56% of the worker's CPU (py-spy, docs/benchmarks.md; upstream: encode/httpcore#928, #1035). Pools
+# of at most this many connections, the least busy taking each request, keep that cost flat.
+SHARD_CONNECTIONS = 8
+
+
+class ShardedClient:
+    """Several small httpx clients behind one `request`; the least busy one sends each request."""
+
+    def __init__(self, clients: list[httpx.AsyncClient]) -> None:
+        self._clients = clients
+        self._busy = [0] * len(clients)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        shard = min(range(len(self._busy)), key=self._busy.__getitem__)
+        self._busy[shard] += 1
+        try:
+            return await self._clients[shard].request(method, url, **kwargs)
+        finally:
+            self._busy[shard] -= 1
+
+    def in_flight(self) -> list[int]:
+        """Requests in flight per pool."""
+        return list(self._busy)
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+
 def build_http_client(
     settings: ConnectSettings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> ShardedClient:
+    """Pooled HTTP/1.1 keep-alive clients with `max_concurrency` connections between them; the API
+    key is a default header, so it is set in one place."""
+    shards = math.ceil(settings.max_concurrency / SHARD_CONNECTIONS)
+    size = math.ceil(settings.max_concurrency / shards)
+    return ShardedClient([_pooled_client(settings, size, transport) for _ in range(shards)])
+
+
+def _pooled_client(
+    settings: ConnectSettings, connections: int, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
-    """Pooled HTTP/1.1 keep-alive client; the API key is a default header, so it is set in one place."""
     return httpx.AsyncClient(
         base_url=settings.base_url,
         headers={
@@ -53,8 +95,8 @@ def build_http_client(
             pool=settings.total_timeout_s,
         ),
         limits=httpx.Limits(
-            max_connections=settings.max_concurrency,
-            max_keepalive_connections=settings.max_concurrency,
+            max_connections=connections,
+            max_keepalive_connections=connections,
             keepalive_expiry=settings.keepalive_expiry_s,
         ),
         http1=True,
@@ -83,7 +125,7 @@ def _translate(prepared: PreparedRequest) -> Iterator[None]:
 class HttpSender:
     """Sends prepared requests under the key's limits and classifies what comes back."""
 
-    def __init__(self, *, http: httpx.AsyncClient, limiter: ApiKeyLimiter, settings: ConnectSettings) -> None:
+    def __init__(self, *, http: ShardedClient, limiter: ApiKeyLimiter, settings: ConnectSettings) -> None:
         self._http = http
         self._limiter = limiter
         self._total_timeout_s = settings.total_timeout_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -40,6 +41,7 @@ from orchestrator.connect import (
     classify_response,
     parse_retry_after,
 )
+from orchestrator.connect._transport import build_http_client
 from orchestrator.settings import ConnectSettings
 
 json_values = st.recursive(
@@ -180,3 +182,30 @@ async def test_mismatch_is_logged_loudly_and_raised() -> None:
     assert caught.value.retryable is False
     assert [(e["event"], e["log_level"]) for e in logs] == [("connect.idempotency_key_mismatch", "error")]
     assert "abc" not in repr(logs)
+
+
+async def test_requests_spread_over_small_pools_the_least_busy_first() -> None:
+    # httpcore's per-request cost grows with its pool, so connections are split into pools of at
+    # most eight; concurrent requests must spread evenly over them.
+    gate = asyncio.Event()
+    arrived = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal arrived
+        arrived += 1
+        await gate.wait()
+        return httpx.Response(200, json={})
+
+    settings = ConnectSettings(api_key=SecretStr("abc"), max_concurrency=20, rate_limit_per_s=1000.0)
+    http = build_http_client(settings, transport=httpx.MockTransport(handler))
+    requests = [asyncio.create_task(http.request("GET", "/orders/x")) for _ in range(20)]
+    for _ in range(200):  # bounded: until every request reached the transport
+        if arrived == 20:
+            break
+        await asyncio.sleep(0.005)
+    assert sorted(http.in_flight()) == [6, 7, 7]
+    gate.set()
+    answers = await asyncio.gather(*requests)
+    assert [a.status_code for a in answers] == [200] * 20
+    assert http.in_flight() == [0, 0, 0]
+    await http.aclose()
