@@ -4,7 +4,10 @@ Transaction 1 locks the row, plans, and stores the call's intent. The provider i
 transaction open. Transaction 2 locks the row again, stores the outcome, and — if nobody changed
 the workflow meanwhile — applies the transition with its history row, status event and next timer.
 If the workflow did change (a cancel or an amendment arrived during the call), the outcome is kept
-and the step is simply planned again from the new state.
+and the step is planned again from the new state, with what the call established merged in.
+
+While a step leads straight to another, the next one runs at once in transaction 2 (a chain): the
+outcome of call k and the intent of call k+1 commit together, and no timer is written in between.
 """
 
 from __future__ import annotations
