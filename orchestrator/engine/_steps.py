@@ -12,8 +12,10 @@ outcome of call k and the intent of call k+1 commit together, and no timer is wr
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -237,12 +239,7 @@ class StepRunner:
     async def _after_send(
         self, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: _Chain
     ) -> _Io | None:
-        faults.reach("step.after_intent_commit")
-        outcome = await send(self._client, io.request, timeout_s=self._step_timeout_s)
-        async with self._pool.acquire() as conn, conn.transaction():
-            now = self._clock.now()
-            assert io.request.idempotency_key is not None
-            await record_outcome(conn, key=io.request.idempotency_key, outcome=outcome, now=now)
+        async with self._sent(io.request) as (conn, outcome, now):
             locked = await _lock(conn, order_id, workflow_id)
             if locked is None:
                 return None
@@ -267,6 +264,20 @@ class StepRunner:
                 faults.reach("step.before_intent_commit")
         faults.reach("step.after_outcome_commit")
         return nxt
+
+    @contextlib.asynccontextmanager
+    async def _sent(
+        self, request: PreparedRequest
+    ) -> AsyncIterator[tuple[asyncpg.Connection, CallOutcome, datetime]]:
+        """Send a stored intent (no transaction open), then open the transaction that records its
+        outcome; the caller applies the outcome in it."""
+        faults.reach("step.after_intent_commit")
+        outcome = await send(self._client, request, timeout_s=self._step_timeout_s)
+        async with self._pool.acquire() as conn, conn.transaction():
+            now = self._clock.now()
+            assert request.idempotency_key is not None
+            await record_outcome(conn, key=request.idempotency_key, outcome=outcome, now=now)
+            yield conn, outcome, now
 
     def _judge(self, row: WorkflowRow, step: str, outcome: CallOutcome, plan: Call) -> Move | Wait:
         error = outcome.error
@@ -490,12 +501,7 @@ class StepRunner:
                 log.error("order call past its key window", order_id=order_id, step=step)
                 return
             faults.reach("step.before_intent_commit")
-        faults.reach("step.after_intent_commit")
-        outcome = await send(self._client, prepared.request, timeout_s=self._step_timeout_s)
-        async with self._pool.acquire() as conn, conn.transaction():
-            now = self._clock.now()
-            assert prepared.request.idempotency_key is not None
-            await record_outcome(conn, key=prepared.request.idempotency_key, outcome=outcome, now=now)
+        async with self._sent(prepared.request) as (conn, outcome, now):
             order = await lock_order(conn, order_id)
             assert order is not None
             if outcome.error is None:
