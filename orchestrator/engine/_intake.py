@@ -39,7 +39,7 @@ from orchestrator.events import (
 from orchestrator.kafka import ConsumedRecord, DeadLetter
 from orchestrator.logs import get_logger
 from orchestrator.machines import Transitioned as _Moved
-from orchestrator.machines import initial_state, machine_for, restore, try_event
+from orchestrator.machines import TransitionNotAllowed, initial_state, machine_for, restore, try_event
 
 log = get_logger(__name__)
 
@@ -185,7 +185,19 @@ class CrmIntake:
             line_item_type=row.line_item_type, definition_version=row.definition_version, model=row
         )
         previous = row.current
-        outcome = try_event(machine, event="amend")
+        # The order step submits once every item awaits submission; an amendment that moved an item
+        # back while that submit is on its way would leave the item outside a submitted order. The
+        # order row is locked here and by the order step, so the submit intent is either stored
+        # (refuse) or not (amend; the order step then waits for the item again).
+        outcome = (
+            TransitionNotAllowed(
+                event="amend",
+                state=previous,
+                reason="the provider order is already being submitted: the line item can no longer change",
+            )
+            if previous in _BEFORE_SUBMISSION and await _submission_started(conn, row.order_id)
+            else try_event(machine, event="amend")
+        )
         if not isinstance(outcome, _Moved):
             log.warning(
                 "amendment refused",
@@ -251,6 +263,21 @@ class CrmIntake:
                 )
                 await save_with_step(conn, row, now=now)
         await refresh_order_state(conn, data.order_id, now=now, status_topic=self._status_topic)
+
+
+_BEFORE_SUBMISSION = ("received", "number_leased", "awaiting_submission")
+
+
+async def _submission_started(conn: asyncpg.Connection, order_id: str) -> bool:
+    started: bool = await conn.fetchval(
+        """SELECT o.submitted_at IS NOT NULL OR EXISTS (
+               SELECT 1 FROM provider_calls c
+               WHERE c.order_id = o.order_id AND c.step = 'submit_order' AND c.workflow_id IS NULL
+                 AND c.status NOT IN ('failed', 'rekeyed'))
+           FROM orders o WHERE o.order_id = $1""",
+        order_id,
+    )
+    return started
 
 
 async def save_with_step(conn: asyncpg.Connection, row: WorkflowRow, *, now: datetime) -> None:

@@ -92,3 +92,38 @@ async def test_a_cancellation_during_add_item_removes_the_added_item(provider: P
         "cancelled"
     )
     assert await _requests(control, "/line-items/li-1", "DELETE") == 1
+
+
+async def test_an_amendment_while_the_order_is_being_submitted_is_refused_and_the_item_goes_on(
+    provider: Provider,
+) -> None:
+    # Seen in the two-worker reliability test: the amendment moved the item back to `received`
+    # while the submit was on its way, and the item then failed with `order_already_submitted`.
+    pool, control = provider.pool, provider.control
+    intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
+    await _consume(intake, "o-sub", "crm.order.submitted", order_submitted("o-sub", subscription("li-1")))
+    runner = StepRunner(pool=pool, client=provider.client, clock=SystemClock(), status_topic="status")
+    await runner.run_order_step("o-sub")
+    workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = 'o-sub'")
+    await runner.run_workflow_step(workflow_id)
+    assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
+        "awaiting_submission"
+    )
+    await control.faults({"match": "POST /orders/*/submit", "kind": "latency", "latencyMs": 600, "times": 1})
+    submit = asyncio.create_task(runner.run_order_step("o-sub"))
+    for _ in range(300):  # bounded: until the submit's intent is stored
+        if await pool.fetchval("SELECT count(*) FROM provider_calls WHERE step = 'submit_order'"):
+            break
+        await asyncio.sleep(0.01)
+    update = {"orderId": "o-sub", "lineItem": subscription("li-1", productOfferingId="mobile-plan-max")}
+    await _consume(intake, "o-sub", "crm.order.line_item.updated", update)
+    assert not submit.done(), "the amendment must land while the submit is in flight"
+    await submit
+    await runner.run_workflow_step(workflow_id)
+
+    row = await pool.fetchrow(
+        "SELECT state, error, context FROM workflows WHERE workflow_id = $1", workflow_id
+    )
+    assert row["error"] is None
+    assert row["state"] in ("submitted", "activated")
+    assert [r["state"] for r in row["context"]["refused_amendments"]] == ["awaiting_submission"]
