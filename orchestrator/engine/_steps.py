@@ -102,9 +102,10 @@ class _Send:
 
 @dataclass(frozen=True)
 class _Read:
+    """Provider reads to make, for `row` as it was planned (its version included)."""
+
     plan: Poll
     row: WorkflowRow
-    version: int
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ class StepRunner:
                     return None
                 continue
             if isinstance(plan, Poll):
-                return _Read(plan=plan, row=row, version=row.version)
+                return _Read(plan=plan, row=row)
             prepared = await prepare_intent(
                 conn,
                 workflow_id=row.workflow_id,
@@ -224,7 +225,7 @@ class StepRunner:
             if locked is None:
                 return None
             order, row = locked
-            if row.version != io.version:
+            if row.version != io.row.version:
                 await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=self._clock.now())
                 return None
             now = self._clock.now()
