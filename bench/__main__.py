@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench._deps import ROOT, ensure_bench_dependencies
 
@@ -26,6 +27,41 @@ def baseline_checkout(rev: str) -> Path:
     )
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
+
+
+def current_commit() -> str | None:
+    """HEAD's short hash, `-dirty` when the measured code (package, migrations, bench) has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "orchestrator", "migrations", "bench"],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def merge_drain(results: dict[str, Any], path: Path) -> None:
+    """Take the drain of another run's results (a 100k backlog takes over an hour: it runs alone)."""
+    other = json.loads(path.read_text())
+    drain = other.get("scenarios", {}).get("drain")
+    if not drain:
+        raise SystemExit(f"{path}: no drain scenario in these results")
+    results.setdefault("scenarios", {})["drain_large"] = drain
+    results["drain_source"] = {
+        "command": other.get("command", "?"),
+        "started": other.get("started", "?"),
+        "commit": other.get("commit", "?"),
+        "load": drain.get("load", "?"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report-only", type=Path, default=None, help="render the report from a results JSON"
     )
+    parser.add_argument(
+        "--drain-from",
+        type=Path,
+        default=None,
+        help="also report the drain of another run's results JSON (e.g. a 100k backlog run on its own)",
+    )
     args = parser.parse_args(argv)
 
     ensure_bench_dependencies()
@@ -96,9 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         results["command"] = command
         results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started))
         results["duration_s"] = time.time() - started
+        results["commit"] = current_commit()
         raw = args.json or Path(results["run_dir"]) / "results.json"
         raw.write_text(json.dumps(results, indent=2, default=str))
         print(f"raw results: {raw}", flush=True)
+    if args.drain_from:
+        merge_drain(results, args.drain_from)
     doc = write_report(results, out_dir=args.out)
     print(f"wrote {doc}", flush=True)
     return 0

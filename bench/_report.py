@@ -214,7 +214,8 @@ def render(results: dict[str, Any], *, notes: str) -> str:
         "them: the prose in the notes section is kept in `bench/notes.md`.",
         "",
         f"- **command**: `{results.get('command', 'python -m bench')}`",
-        f"- **run**: {results.get('started', '?')}, {_fmt(results.get('duration_s'), '{:.0f}')} s",
+        f"- **run**: {results.get('started', '?')}, {_fmt(results.get('duration_s'), '{:.0f}')} s"
+        + (f", commit `{results['commit']}`" if results.get("commit") else ""),
         f"- **machine**: {m.get('nproc')} cores ({m.get('cpu_model')}), {m.get('memory_gib')} GiB, "
         f"Python {m.get('python')}, Linux {m.get('kernel')}; Kafka, Postgres, the sandbox, the worker(s) and "
         "the load generator all share those cores",
@@ -400,52 +401,61 @@ def _slots(scenario: dict[str, Any]) -> str:
 
 
 def _drain(results: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    drain = results.get("scenarios", {}).get("drain", {})
-    if drain:
-        out += [
-            "| | |",
-            "|---|---:|",
-            f"| backlog (line items, published before the worker started) | {drain['line_items']} |",
-            f"| all done after the worker process was started (s) | {_fmt(drain['drain_s'])} |",
-            f"| all `received` after start (s) | {_fmt(drain['intake_s'])} |",
-            f"| sustained rate (line items/s) | {_fmt(drain['items_per_s'])} |",
-            f"| commits per line item | {_fmt(drain['commits_per_item'])} |",
-            "| worker / sandbox / Postgres CPU (%) | "
-            f"{_fmt(_get(drain, 'usage.worker.cpu_pct'), '{:.0f}')} / "
-            f"{_fmt(_get(drain, 'usage.sandbox.cpu_pct'), '{:.0f}')} / "
-            f"{_fmt(_get(drain, 'usage.postgres.cpu_pct'), '{:.0f}')} |",
-        ]
-        if drain["line_items"] >= 100_000:
-            out.append(
-                f"| **{drain['line_items'] // 1000}k line items, measured** | "
-                f"{drain['drain_s'] / 60:.1f} min |"
-            )
-        else:
-            out.append(
-                f"| **100k line items, extrapolated** at that rate | "
-                f"{_fmt(drain['extrapolated_100k_s'] / 60, '{:.0f}')} min |"
-            )
-        source = results.get("drain_source")
-        if source:
-            out += [
-                "",
-                f"From a run of its own (`{source['command']}`, {source['started']}, load "
-                f"`{source['load']}`), same code and stack.",
-            ]
-    partial = results.get("drain_partial")
-    if partial:
+    """The drain(s): this run's backlog and, with `--drain-from`, a large one from a run of its own."""
+    sc = results.get("scenarios", {})
+    runs = [(name, sc[name]) for name in ("drain", "drain_large") if sc.get(name)]
+    if not runs:
+        return ["Not run (`--skip drain`)."]
+    out = [
+        "| | " + " | ".join(f"{d['line_items']:,} line items" for _, d in runs) + " |",
+        "|---|" + "---:|" * len(runs),
+    ]
+    for label, value in (
+        ("backlog published before the worker started (line items)", lambda d: f"{d['line_items']:,}"),
+        ("done", lambda d: f"{d['done']:,}" if "done" in d else "–"),
+        ("finished within the time limit", lambda d: "yes" if d.get("finished", True) else "**no**"),
+        ("**all done after the worker process was started**", lambda d: _minutes(d["drain_s"])),
+        ("all `received` after start", lambda d: _minutes(d["intake_s"])),
+        ("sustained rate (line items/s)", lambda d: _fmt(d["items_per_s"])),
+        ("whole backlog ÷ drain time (line items/s)", lambda d: _fmt(d["line_items"] / d["drain_s"])),
+        ("commits per line item", lambda d: _fmt(d["commits_per_item"])),
+        (
+            "worker / sandbox / Postgres CPU (%)",
+            lambda d: " / ".join(
+                _fmt(_get(d, f"usage.{role}.cpu_pct"), "{:.0f}") for role in ("worker", "sandbox", "postgres")
+            ),
+        ),
+        ("worker RSS, peak (MiB)", lambda d: _fmt(_get(d, "usage.worker.rss_mib"), "{:.0f}")),
+    ):
+        out.append(f"| {label} | " + " | ".join(value(d) for _, d in runs) + " |")
+    source = results.get("drain_source")
+    large = sc.get("drain_large")
+    if source and large:
         out += [
             "",
-            f"**{partial['line_items']:,} line items, stopped before the end.** `{partial['command']}`, "
-            f"worker started {partial['worker_started']}; {partial['how']}",
-            "",
-            "| after the worker started (s) | `received` | done | done/s since the previous row |",
-            "|---:|---:|---:|---:|",
+            f"The {large['line_items']:,}-item drain is from a run of its own (`{source['command']}`, "
+            f"{source['started']}, commit `{source.get('commit', '?')}`; load at its end "
+            f"`{source['load']}`).",
         ]
-        previous: tuple[float, int] | None = None
-        for at_s, received, done in partial["samples"]:
-            rate = "" if previous is None else f"{(done - previous[1]) / (at_s - previous[0]):.1f}"
-            out.append(f"| {at_s:.0f} | {received:,} | {done:,} | {rate} |")
-            previous = (at_s, done)
+    big = max(runs, key=lambda run: run[1]["line_items"])[1]
+    curve = big.get("curve") or []
+    if len(curve) >= 1000:
+        out += [
+            "",
+            f"How the {big['line_items']:,}-item drain progressed (from its completion times):",
+            "",
+            "| done | after (min) | line items/s in this tenth |",
+            "|---:|---:|---:|",
+        ]
+        previous = (0, 0.0)
+        for tenth in range(1, 11):
+            count = len(curve) * tenth // 10
+            at_s = curve[count - 1]
+            rate = (count - previous[0]) / (at_s - previous[1]) if at_s > previous[1] else math.nan
+            out.append(f"| {count:,} | {at_s / 60:.1f} | {_fmt(rate)} |")
+            previous = (count, at_s)
     return out
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

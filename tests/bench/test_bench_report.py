@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import json
+from pathlib import Path
+
+from bench.__main__ import merge_drain
 from bench._report import METRICS, render, targets
 from bench._workload import assign_paths, parse_mix, percentile, sustained_rate
 
@@ -83,12 +87,45 @@ def test_every_metric_and_target_is_in_the_report() -> None:
         "ours ÷ DBOS",
         "2 workers ÷ 1 worker",
         "every** in-flight",
-        "100k line items, extrapolated",
+        "all done after the worker process was started",
         "step-shaped commits/s",
         "load at start",
     ):
         assert needle in doc, needle
     assert [row[2] for row in targets(results())] == ["**missed**", "**missed**", "**missed**", "**met**"]
+
+
+def test_a_large_drain_from_its_own_run_is_reported_beside_this_runs(tmp_path: Path) -> None:
+    curve = [i / 100 for i in range(1, 2001)]  # 2,000 done at 100/s
+    other = {
+        "command": "python -m bench --drain-items 2000",
+        "started": "2026-11-26 03:20:30 UTC",
+        "commit": "abc1234",
+        "scenarios": {
+            "drain": {
+                "line_items": 2000,
+                "done": 2000,
+                "finished": True,
+                "drain_s": 20.0,
+                "intake_s": 4.0,
+                "items_per_s": 100.0,
+                "commits_per_item": 18.0,
+                "usage": {},
+                "load": "load average: 2.00",
+                "curve": curve,
+            }
+        },
+    }
+    path = tmp_path / "drain.json"
+    path.write_text(json.dumps(other))
+    merged = results()
+    merge_drain(merged, path)
+    doc = render(merged, notes="notes")
+    assert "| | 100 line items | 2,000 line items |" in doc
+    assert "commit `abc1234`" in doc
+    # the progress table: a row per tenth of the backlog, at the rate of that tenth
+    assert "| 200 | 0.0 | 100.0 |" in doc
+    assert "| 2,000 | 0.3 | 100.0 |" in doc
 
 
 def test_workload_helpers() -> None:
