@@ -18,7 +18,7 @@ from orchestrator import faults
 from orchestrator.engine._clock import Clock
 from orchestrator.engine._journal import (
     ORDER_STEP,
-    insert_workflow,
+    insert_received,
     lock_workflow,
     record_change,
     refresh_order_state,
@@ -39,7 +39,7 @@ from orchestrator.events import (
 from orchestrator.kafka import ConsumedRecord, DeadLetter
 from orchestrator.logs import get_logger
 from orchestrator.machines import Transitioned as _Moved
-from orchestrator.machines import TransitionNotAllowed, initial_state, machine_for, restore, try_event
+from orchestrator.machines import TransitionNotAllowed, apply_event, initial_state, machine_for
 
 log = get_logger(__name__)
 
@@ -111,37 +111,31 @@ class CrmIntake:
                 reason="duplicate_order",
                 error=f"order {data.order_id} was already submitted under another event id",
             )
+        rows = []
         for item in data.line_items:
             spec, secrets = split_secrets(item)
             machine = machine_for(item.type)
-            row = WorkflowRow(
-                workflow_id=uuid.uuid4(),
-                order_id=data.order_id,
-                line_item_id=item.line_item_id,
-                line_item_type=str(item.type),
-                definition_version=int(machine.DEFINITION_VERSION),
-                state=initial_state(machine),
-                spec=spec,
-                secrets=secrets,
-                context={},
-                generation=0,
-                sequence=0,
-                version=0,
-                resume_state=None,
-                error=None,
-                attempts=0,
+            rows.append(
+                WorkflowRow(
+                    workflow_id=uuid.uuid4(),
+                    order_id=data.order_id,
+                    line_item_id=item.line_item_id,
+                    line_item_type=str(item.type),
+                    definition_version=int(machine.DEFINITION_VERSION),
+                    state=initial_state(machine),
+                    spec=spec,
+                    secrets=secrets,
+                    context={},
+                    generation=0,
+                    sequence=0,
+                    version=0,
+                    resume_state=None,
+                    error=None,
+                    attempts=0,
+                )
             )
-            await insert_workflow(conn, row)
-            await record_change(
-                conn,
-                row,
-                event="received",
-                previous=None,
-                cause=cause,
-                now=now,
-                status_topic=self._status_topic,
-            )
-            await save_with_step(conn, row, now=now)  # its `received` sequence, and its first step
+        # each with its `received` event and its first step
+        await insert_received(conn, rows, cause=cause, now=now, status_topic=self._status_topic)
         await schedule(conn, kind=ORDER_STEP, order_id=data.order_id, due_at=now)
         await refresh_order_state(conn, data.order_id, now=now, status_topic=self._status_topic)
         log.info("order accepted", order_id=data.order_id, line_items=len(data.line_items))
@@ -181,9 +175,6 @@ class CrmIntake:
                 reason="invalid_data",
                 error=f"line item {row.line_item_id} is a {row.line_item_type}; an update cannot change it",
             )
-        machine = restore(
-            line_item_type=row.line_item_type, definition_version=row.definition_version, model=row
-        )
         previous = row.current
         # The order step submits once every item awaits submission; an amendment that moved an item
         # back while that submit is on its way would leave the item outside a submitted order. The
@@ -196,7 +187,12 @@ class CrmIntake:
                 reason="the provider order is already being submitted: the line item can no longer change",
             )
             if previous in _BEFORE_SUBMISSION and await _submission_started(conn, row.order_id)
-            else try_event(machine, event="amend")
+            else apply_event(
+                line_item_type=row.line_item_type,
+                definition_version=row.definition_version,
+                model=row,
+                event="amend",
+            )
         )
         if not isinstance(outcome, _Moved):
             log.warning(
@@ -242,11 +238,13 @@ class CrmIntake:
         for workflow_id in ids:
             row = await lock_workflow(conn, workflow_id)
             assert row is not None
-            machine = restore(
-                line_item_type=row.line_item_type, definition_version=row.definition_version, model=row
-            )
             previous = row.current
-            outcome = try_event(machine, event="cancel")
+            outcome = apply_event(
+                line_item_type=row.line_item_type,
+                definition_version=row.definition_version,
+                model=row,
+                event="cancel",
+            )
             if isinstance(outcome, _Moved) and outcome.changed:
                 row.context["cancel_reason"] = str(data.reason)
                 if data.comment:

@@ -64,22 +64,53 @@ def _status_data(row: WorkflowRow, *, previous: str | None, now: datetime) -> Li
     )
 
 
-async def insert_workflow(conn: asyncpg.Connection, row: WorkflowRow) -> None:
-    await conn.execute(
-        """INSERT INTO workflows (workflow_id, order_id, line_item_id, line_item_type, definition_version,
-                                  state, spec, secrets, context, generation, sequence, version)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0)""",
-        row.workflow_id,
-        row.order_id,
-        row.line_item_id,
-        row.line_item_type,
-        row.definition_version,
-        row.state,
-        row.spec,
-        row.secrets,
-        row.context,
-        row.generation,
-    )
+_INSERT_RECEIVED = """
+WITH workflow AS (
+    INSERT INTO workflows (workflow_id, order_id, line_item_id, line_item_type, definition_version,
+                           state, spec, secrets, context, generation, sequence, version)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 1, 1)
+),
+history AS (
+    INSERT INTO transitions (workflow_id, sequence, event, from_state, to_state, cause, details, occurred_at)
+    VALUES ($1, 1, 'received', '', $6, $10, '{}', $11)
+),
+first_step AS (
+    INSERT INTO timers (workflow_id, kind, due_at, payload) VALUES ($1, 'step', $11, '{}')
+)
+INSERT INTO outbox (topic, key, value, headers) VALUES ($12, $13, $14, $15)
+"""
+
+
+async def insert_received(
+    conn: asyncpg.Connection, rows: list[WorkflowRow], *, cause: str, now: datetime, status_topic: str
+) -> None:
+    """New workflows in their first state: each row, its `received` history and status event and
+    its first step, all rows in one pipelined round trip (an order of five items used to take
+    fifteen). Rows are written in list order, so their status events keep that order too."""
+    args = []
+    for row in rows:
+        row.sequence, row.version = 1, 1
+        record = encode_status_event(data=_status_data(row, previous=None, now=now), source=STATUS_SOURCE)
+        args.append(
+            (
+                row.workflow_id,
+                row.order_id,
+                row.line_item_id,
+                row.line_item_type,
+                row.definition_version,
+                row.state,
+                row.spec,
+                row.secrets,
+                row.context,
+                cause,
+                now,
+                status_topic,
+                record.key,
+                record.value,
+                encode_outbox_headers(record.headers),
+            )
+        )
+    await conn.executemany(_INSERT_RECEIVED, args)
 
 
 async def lock_workflow(conn: asyncpg.Connection, workflow_id: uuid.UUID) -> WorkflowRow | None:
