@@ -204,6 +204,55 @@ async def record_change(
     )
 
 
+_PENDING_STEP = """INSERT INTO timers (workflow_id, kind, due_at, payload) VALUES ($1, 'step', $21, '{}')
+           ON CONFLICT (target, kind) WHERE fired_at IS NULL
+           DO UPDATE SET due_at = LEAST(timers.due_at, EXCLUDED.due_at)"""
+
+
+async def save_changed(
+    conn: asyncpg.Connection,
+    row: WorkflowRow,
+    *,
+    event: str,
+    previous: str,
+    cause: str,
+    now: datetime,
+    status_topic: str,
+    details: dict[str, Any] | None = None,
+    next_step_at: datetime | None = None,
+) -> None:
+    """`record_change` and `save_workflow` in one statement: the engine's every transition did
+    them back to back, two round trips where one does."""
+    row.sequence += 1
+    row.version += 1
+    record = encode_status_event(data=_status_data(row, previous=previous, now=now), source=STATUS_SOURCE)
+    timer = f", next_step AS ({_PENDING_STEP})" if next_step_at is not None else ""
+    args: list[Any] = [
+        *_save_args(row),
+        event,
+        previous,
+        cause,
+        details or {},
+        now,
+        status_topic,
+        record.key,
+        record.value,
+        encode_outbox_headers(record.headers),
+    ]
+    if next_step_at is not None:
+        args.append(next_step_at)
+    await conn.execute(
+        f"""WITH saved AS ({_SAVE}),
+           history AS (
+               INSERT INTO transitions
+                   (workflow_id, sequence, event, from_state, to_state, cause, details, occurred_at)
+               VALUES ($1, $7, $12, $13, $2, $14, $15, $16)
+           ){timer}
+           INSERT INTO outbox (topic, key, value, headers) VALUES ($17, $18, $19, $20)""",
+        *args,
+    )
+
+
 async def refresh_order_state(
     conn: asyncpg.Connection, order_id: str, *, now: datetime, status_topic: str
 ) -> OrderState | None:

@@ -39,8 +39,8 @@ from orchestrator.engine._journal import (
     ORDER_STEP,
     STEP,
     lock_workflow,
-    record_change,
     refresh_order_state,
+    save_changed,
     save_workflow,
     schedule,
 )
@@ -60,7 +60,7 @@ from orchestrator.engine._reconcile import Action, ConnectReader, call_facts, ch
 from orchestrator.engine._reconcile import decide as decide_call
 from orchestrator.engine._rows import ORDER_COLUMNS, OrderRow, WorkflowRow
 from orchestrator.logs import get_logger
-from orchestrator.machines import Transitioned, is_settled, restore, try_event
+from orchestrator.machines import Transitioned, apply_event, is_settled
 
 log = get_logger(__name__)
 
@@ -426,11 +426,13 @@ class StepRunner:
                 state=row.current,
                 error=plan.error,
             )
-        machine = restore(
-            line_item_type=row.line_item_type, definition_version=row.definition_version, model=row
-        )
         previous = row.current
-        outcome = try_event(machine, event=plan.event)
+        outcome = apply_event(
+            line_item_type=row.line_item_type,
+            definition_version=row.definition_version,
+            model=row,
+            event=plan.event,
+        )
         if not isinstance(outcome, Transitioned):
             log.warning(
                 "transition refused",
@@ -447,8 +449,11 @@ class StepRunner:
         row.context.pop("polls", None)
         if row.current == "activated" and row.secrets:
             row.secrets = None  # porting credentials are kept no longer than the port needs
+        settled = is_settled(row.current)
+        here = not settled and chain is not None and chain.take()
+        next_step_at = None if settled or here else now
         if outcome.changed:
-            await record_change(
+            await save_changed(
                 conn,
                 row,
                 event=plan.event,
@@ -457,11 +462,14 @@ class StepRunner:
                 now=now,
                 status_topic=self._status_topic,
                 details={"error": plan.error} if plan.error else None,
+                next_step_at=next_step_at,
             )
-        settled = is_settled(row.current)
-        here = not settled and chain is not None and chain.take()
-        await save_workflow(conn, row, next_step_at=None if settled or here else now)
-        await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
+        else:
+            await save_workflow(conn, row, next_step_at=next_step_at)
+        if settled or is_settled(previous):
+            # Between two unsettled states the order stays `in_progress`: nothing to derive (the
+            # caller holds the order's lock either way).
+            await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
         # The order step reacts to its items: all added → submit; all cancelled → cancel the order;
         # a failed item may unblock the others' submission. Other moves give it nothing to do.
         if row.current in ("awaiting_submission", "failed", "cancelled"):
