@@ -3,10 +3,9 @@ services, no timing: the bench itself is not part of the test suite)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 from pathlib import Path
+from typing import Any
 
 from bench.__main__ import merge_drain
 from bench._report import METRICS, render, targets

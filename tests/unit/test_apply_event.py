@@ -21,7 +21,7 @@ DEFINITIONS = [
 ]
 
 
-@pytest.mark.parametrize(("item_type", "version"), DEFINITIONS, ids=lambda v: str(v))
+@pytest.mark.parametrize(("item_type", "version"), DEFINITIONS, ids=str)
 def test_every_state_event_and_resume_state_matches_a_built_machine(
     item_type: LineItemType, version: int
 ) -> None:
