@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recovery-items", type=int, default=500, help="line items in the SIGKILL scenario")
     parser.add_argument("--drain-items", type=int, default=2_000, help="backlog drained from a cold start")
     parser.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=None,
+        help="give up on the drain after this long (default: a second per 20 line items)",
+    )
+    parser.add_argument(
         "--dbos-orders", type=int, default=100, help="orders for the DBOS comparison (each side)"
     )
     parser.add_argument(
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             realistic_orders=args.realistic_orders,
             recovery_items=args.recovery_items,
             drain_items=args.drain_items,
+            drain_timeout_s=args.drain_timeout_s,
             dbos_orders=args.dbos_orders,
             profile_s=args.profile_s,
             skip=skip,

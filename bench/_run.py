@@ -81,6 +81,7 @@ class Options:
     realistic_orders: int = 60
     recovery_items: int = 500
     drain_items: int = 2_000
+    drain_timeout_s: float | None = None  # None: one second per 20 line items
     dbos_orders: int = 100
     profile_s: float = 15.0
     skip: frozenset[str] = frozenset()
@@ -572,7 +573,8 @@ class Bench:
             dep.workers.append(worker)
             self.sampler.watch("worker", worker.pid)
             finished = await dep.tracker.wait_for(
-                lambda: dep.tracker.done >= total, timeout_s=max(self.options.timeout_s, total / 20)
+                lambda: dep.tracker.done >= total,
+                timeout_s=self.options.drain_timeout_s or max(self.options.timeout_s, total / 20),
             )
             t1 = max(dep.tracker.done_times) if dep.tracker.done_times else time.time()
             usage = {
