@@ -140,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             skip=skip,
             baseline_src=baseline_checkout(args.baseline_rev) if args.baseline_rev else None,
         )
-        started = time.time()
+        started, commit = time.time(), current_commit()
         results = asyncio.run(run_all(options, out_dir=args.out))
         results["command"] = command
         results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started))
         results["duration_s"] = time.time() - started
-        results["commit"] = current_commit()
+        results["commit"] = commit
         raw = args.json or Path(results["run_dir"]) / "results.json"
         raw.write_text(json.dumps(results, indent=2, default=str))
         print(f"raw results: {raw}", flush=True)
