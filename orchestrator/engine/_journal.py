@@ -258,16 +258,13 @@ async def refresh_order_state(
 ) -> OrderState | None:
     """Recompute the order's derived state from its items; emit an order event if it changed.
 
-    Locks the order row (FOR NO KEY UPDATE: item steps of the order hold it FOR KEY SHARE), so
-    concurrent item changes of one order serialise here and the order's own sequence stays
-    gap-free. The items are read by a second statement, whose snapshot is taken after the lock:
-    read in the locking statement, a sibling that committed while we waited would be missed.
+    Locks the order row, so concurrent item changes of one order serialise here and the order's
+    own sequence stays gap-free.
     """
-    await conn.execute("SELECT 1 FROM orders WHERE order_id = $1 FOR NO KEY UPDATE", order_id)
     order = await conn.fetchrow(
         "SELECT state, status_sequence, "
         "ARRAY(SELECT w.state FROM workflows w WHERE w.order_id = $1) AS states "
-        "FROM orders WHERE order_id = $1",
+        "FROM orders WHERE order_id = $1 FOR UPDATE",
         order_id,
     )
     if order is None or not order["states"]:

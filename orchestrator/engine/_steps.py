@@ -466,15 +466,14 @@ class StepRunner:
             )
         else:
             await save_workflow(conn, row, next_step_at=next_step_at)
+        if settled or is_settled(previous):
+            # Between two unsettled states the order stays `in_progress`: nothing to derive (the
+            # caller holds the order's lock either way).
+            await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
         # The order step reacts to its items: all added → submit; all cancelled → cancel the order;
         # a failed item may unblock the others' submission. Other moves give it nothing to do.
-        # Its timer before the order-state lock: a sibling waiting for that timer then holds no
-        # lock this step could be waiting for.
         if row.current in ("awaiting_submission", "failed", "cancelled"):
             await schedule(conn, kind=ORDER_STEP, order_id=row.order_id, due_at=now)
-        if settled or is_settled(previous):
-            # Between two unsettled states the order stays `in_progress`: nothing to derive.
-            await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
         return here
 
     # --- orders ---
@@ -624,19 +623,14 @@ def _plan_order(order: OrderRow, items: list[Any]) -> tuple[str, PreparedRequest
 async def _lock(
     conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID
 ) -> tuple[OrderRow, WorkflowRow] | None:
-    # Locks are always taken order first, then workflow, everywhere: no deadlocks. An item step
-    # shares the order's lock with its siblings (they change only their own rows, and the order's
-    # derived state under `refresh_order_state`'s lock); the order step, intake and operators take
-    # it exclusively, so none of them runs while an item step does.
-    order = await lock_order(conn, order_id, shared=True)
+    # Locks are always taken order first, then workflow, everywhere: no deadlocks.
+    order = await lock_order(conn, order_id)
     row = await lock_workflow(conn, workflow_id) if order is not None else None
     return None if order is None or row is None else (order, row)
 
 
-async def lock_order(conn: asyncpg.Connection, order_id: str, *, shared: bool = False) -> OrderRow | None:
-    # FOR KEY SHARE conflicts only with FOR UPDATE: siblings run side by side (with FOR UPDATE
-    # each, five items made due together by their order's create ran one at a time), while
-    # writers of the order's columns (FOR UPDATE) wait for them all.
-    mode = "FOR KEY SHARE" if shared else "FOR UPDATE"
-    record = await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 {mode}", order_id)
+async def lock_order(conn: asyncpg.Connection, order_id: str) -> OrderRow | None:
+    record = await conn.fetchrow(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE", order_id
+    )
     return OrderRow.from_record(record) if record else None
