@@ -438,8 +438,8 @@ def _drain(results: dict[str, Any]) -> list[str]:
             f"`{source['load']}`).",
         ]
     big = max(runs, key=lambda run: run[1]["line_items"])[1]
-    curve = big.get("curve") or []
-    if len(curve) >= 1000:
+    progress = big.get("tenths") or tenths(big.get("curve") or [])
+    if big["line_items"] >= 10_000 and progress:
         out += [
             "",
             f"How the {big['line_items']:,}-item drain progressed (from its completion times):",
@@ -448,13 +448,18 @@ def _drain(results: dict[str, Any]) -> list[str]:
             "|---:|---:|---:|",
         ]
         previous = (0, 0.0)
-        for tenth in range(1, 11):
-            count = len(curve) * tenth // 10
-            at_s = curve[count - 1]
+        for count, at_s in progress:
             rate = (count - previous[0]) / (at_s - previous[1]) if at_s > previous[1] else math.nan
             out.append(f"| {count:,} | {at_s / 60:.1f} | {_fmt(rate)} |")
             previous = (count, at_s)
     return out
+
+
+def tenths(curve: list[float]) -> list[tuple[int, float]]:
+    """(line items done, seconds after the start) at each tenth of a sorted completion curve."""
+    if len(curve) < 10:
+        return []
+    return [(len(curve) * tenth // 10, curve[len(curve) * tenth // 10 - 1]) for tenth in range(1, 11)]
 
 
 def _minutes(seconds: float) -> str:

@@ -95,18 +95,18 @@ def test_every_metric_and_target_is_in_the_report() -> None:
 
 
 def test_a_large_drain_from_its_own_run_is_reported_beside_this_runs(tmp_path: Path) -> None:
-    curve = [i / 100 for i in range(1, 2001)]  # 2,000 done at 100/s
+    curve = [i / 100 for i in range(1, 20_001)]  # 20,000 done at 100/s
     other = {
-        "command": "python -m bench --drain-items 2000",
+        "command": "python -m bench --drain-items 20000",
         "started": "2026-11-26 03:20:30 UTC",
         "commit": "abc1234",
         "scenarios": {
             "drain": {
-                "line_items": 2000,
-                "done": 2000,
+                "line_items": 20_000,
+                "done": 20_000,
                 "finished": True,
-                "drain_s": 20.0,
-                "intake_s": 4.0,
+                "drain_s": 200.0,
+                "intake_s": 40.0,
                 "items_per_s": 100.0,
                 "commits_per_item": 18.0,
                 "usage": {},
@@ -120,11 +120,13 @@ def test_a_large_drain_from_its_own_run_is_reported_beside_this_runs(tmp_path: P
     merged = results()
     merge_drain(merged, path)
     doc = render(merged, notes="notes")
-    assert "| | 100 line items | 2,000 line items |" in doc
+    assert "| | 100 line items | 20,000 line items |" in doc
     assert "commit `abc1234`" in doc
     # the progress table: a row per tenth of the backlog, at the rate of that tenth
-    assert "| 200 | 0.0 | 100.0 |" in doc
     assert "| 2,000 | 0.3 | 100.0 |" in doc
+    assert "| 20,000 | 3.3 | 100.0 |" in doc
+    # the merged results keep the tenths, not a float per line item
+    assert "curve" not in merged["scenarios"]["drain_large"]
 
 
 def test_workload_helpers() -> None:
