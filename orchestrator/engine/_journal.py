@@ -180,20 +180,40 @@ async def record_change(
     """After the machine moved `row` from `previous` to `row.state`: history, status event, order
     state. `previous=None` is the workflow's first event (`received`)."""
     row.sequence += 1
-    record = encode_status_event(data=_status_data(row, previous=previous, now=now), source=STATUS_SOURCE)
     # History row and status event in one statement: a round trip less on every change.
     await conn.execute(
         """WITH history AS (
                INSERT INTO transitions
                    (workflow_id, sequence, event, from_state, to_state, cause, details, occurred_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               VALUES ($1, $2, $4, $5, $3, $6, $7, $8)
            )
            INSERT INTO outbox (topic, key, value, headers) VALUES ($9, $10, $11, $12)""",
         row.workflow_id,
         row.sequence,
-        event,
-        previous or "",
         row.state,
+        *_change_args(row, event=event, previous=previous or "", cause=cause, details=details, now=now,
+                      status_topic=status_topic),
+    )  # fmt: skip
+
+
+def _change_args(
+    row: WorkflowRow,
+    *,
+    event: str,
+    previous: str,
+    cause: str,
+    details: dict[str, Any] | None,
+    now: datetime,
+    status_topic: str,
+) -> tuple[Any, ...]:
+    """A change's history and status-event parameters, in this order: event, from state, cause,
+    details, time, then the outbox row (topic, key, value, headers)."""
+    record = encode_status_event(
+        data=_status_data(row, previous=previous or None, now=now), source=STATUS_SOURCE
+    )
+    return (
+        event,
+        previous,
         cause,
         details or {},
         now,
@@ -225,19 +245,18 @@ async def save_changed(
     them back to back, two round trips where one does."""
     row.sequence += 1
     row.version += 1
-    record = encode_status_event(data=_status_data(row, previous=previous, now=now), source=STATUS_SOURCE)
     timer = f", next_step AS ({_PENDING_STEP})" if next_step_at is not None else ""
     args: list[Any] = [
         *_save_args(row),
-        event,
-        previous,
-        cause,
-        details or {},
-        now,
-        status_topic,
-        record.key,
-        record.value,
-        encode_outbox_headers(record.headers),
+        *_change_args(
+            row,
+            event=event,
+            previous=previous,
+            cause=cause,
+            details=details,
+            now=now,
+            status_topic=status_topic,
+        ),
     ]
     if next_step_at is not None:
         args.append(next_step_at)
