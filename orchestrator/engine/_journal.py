@@ -72,12 +72,12 @@ WITH workflow AS (
 ),
 history AS (
     INSERT INTO transitions (workflow_id, sequence, event, from_state, to_state, cause, details, occurred_at)
-    VALUES ($1, 1, 'received', '', $6, $10, '{}', $11)
+    VALUES ($1, 1, $10, $11, $6, $12, $13, $14)
 ),
 first_step AS (
-    INSERT INTO timers (workflow_id, kind, due_at, payload) VALUES ($1, 'step', $11, '{}')
+    INSERT INTO timers (workflow_id, kind, due_at, payload) VALUES ($1, 'step', $14, '{}')
 )
-INSERT INTO outbox (topic, key, value, headers) VALUES ($12, $13, $14, $15)
+INSERT INTO outbox (topic, key, value, headers) VALUES ($15, $16, $17, $18)
 """
 
 
@@ -90,7 +90,6 @@ async def insert_received(
     args = []
     for row in rows:
         row.sequence, row.version = 1, 1
-        record = encode_status_event(data=_status_data(row, previous=None, now=now), source=STATUS_SOURCE)
         args.append(
             (
                 row.workflow_id,
@@ -102,14 +101,10 @@ async def insert_received(
                 row.spec,
                 row.secrets,
                 row.context,
-                cause,
-                now,
-                status_topic,
-                record.key,
-                record.value,
-                encode_outbox_headers(record.headers),
+                *_change_args(row, event="received", previous="", cause=cause, details=None, now=now,
+                              status_topic=status_topic),
             )
-        )
+        )  # fmt: skip
     await conn.executemany(_INSERT_RECEIVED, args)
 
 
