@@ -30,8 +30,11 @@ WORK = ("assigned", "port", "temp_port", "mixed", "cancel", "amend", "duplicate"
 
 
 async def _die_at(r: Rig, rng: random.Random, *, point: str, count: int, round_no: int) -> None:
-    """Publish a little traffic, start a worker armed at `point`, and require it to die there."""
-    await publish(r.settings, order_messages(rng, 2, prefix=f"r{round_no}", kinds=WORK))
+    """Publish a little traffic, start a worker armed at `point`, and require it to die there.
+
+    Two orders per count: each has at least one event that reaches the intake's commit (a
+    duplicate does not), so an intake point armed at its third pass has three to pass."""
+    await publish(r.settings, order_messages(rng, 2 * count, prefix=f"r{round_no}", kinds=WORK))
     worker = r.worker(fault_point=f"{point}:{count}")
     code = await worker.wait_exit(timeout_s=60)
     assert code == -signal.SIGKILL, f"{point}:{count} was never reached (exit {code})\n{r.logs()}"
