@@ -14,20 +14,13 @@ from orchestrator.kafka._errors import DeadLetter, KafkaEdgeError, LifecycleErro
 from orchestrator.kafka._lifecycle import State
 from orchestrator.kafka._producer import IdempotentProducer
 from orchestrator.kafka._records import ConsumedRecord
-from orchestrator.kafka._relay import (
-    OUTBOX_CHANNEL,
-    OUTBOX_LOCK_KEY,
-    OutboxFormatError,
-    OutboxLag,
-    OutboxRelay,
-    decode_outbox_headers,
-    encode_outbox_headers,
-    outbox_lag,
-)
+from orchestrator.kafka._relay import OutboxRelay
+
+# Moved to orchestrator.store; re-exported only until engine/_journal.py and admin/_metrics.py
+# import them from there (issue #13). Do not add importers.
+from orchestrator.store import encode_outbox_headers, outbox_lag
 
 __all__ = [
-    "OUTBOX_CHANNEL",
-    "OUTBOX_LOCK_KEY",
     "ConsumedRecord",
     "ConsumerCounters",
     "DeadLetter",
@@ -37,13 +30,10 @@ __all__ = [
     "IdempotentProducer",
     "KafkaEdgeError",
     "LifecycleError",
-    "OutboxFormatError",
-    "OutboxLag",
     "OutboxRelay",
     "RetryPolicy",
     "State",
     "dead_letter_headers",
-    "decode_outbox_headers",
     "encode_outbox_headers",
     "outbox_lag",
 ]

@@ -1,7 +1,7 @@
 """The outbox relay: rows of the `outbox` table to Kafka, in id order, at least once.
 
 Leadership. Per-key order needs a single publisher, so a relay publishes only while it holds a
-session-level `pg_try_advisory_lock(OUTBOX_LOCK_KEY)` on its own dedicated connection. Standby
+session-level advisory lock (`OUTBOX_LOCK_KEY`) on its own dedicated connection. Standby
 relays (other processes) retry every `lock_retry_interval_s`. The lock dies with its connection,
 so a leader that crashes, hangs up or loses Postgres hands over to a standby without any lease
 bookkeeping.
@@ -19,10 +19,7 @@ relay (loudly: error logs and the lag gauge) instead of breaking per-key order.
 At least once. A crash between the broker's ack and the UPDATE publishes those rows again on the
 next round (also rows acked after a refused one). Consumers deduplicate on the CloudEvents `id`.
 
-Header encoding (`outbox.headers`, jsonb): a JSON array of pairs `[name, value]`, in order,
-duplicates allowed. `value` is the header's text, sent as its UTF-8 bytes. A value that is not
-text is written as a triple `[name, base64, "base64"]`. `encode_outbox_headers()` produces this
-form from Kafka-style `(name, bytes)` pairs; `decode_outbox_headers()` reverses it.
+The rows, their header format and every statement run here live in `orchestrator.store.outbox`.
 
 Failure handling. Postgres errors drop the connection (and with it the lock) and reconnect with
 capped backoff; Kafka errors keep the lock and retry the round with backoff. Neither ends the
@@ -32,12 +29,7 @@ relay: only `stop()` does.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -48,78 +40,23 @@ from orchestrator.kafka._errors import KafkaEdgeError, LifecycleError, kafka_err
 from orchestrator.kafka._lifecycle import State
 from orchestrator.kafka._producer import IdempotentProducer
 from orchestrator.logs import get_logger
+from orchestrator.store import (
+    NO_LAG,
+    OUTBOX_LOCK_KEY,
+    OutboxFormatError,
+    OutboxLag,
+    connect,
+    decode_outbox_headers,
+    listen_outbox,
+    mark_outbox_published,
+    outbox_lag,
+    read_outbox_batch,
+    try_lock_outbox,
+    unlisten_outbox,
+    unlock_outbox,
+)
 
 log = get_logger(__name__)
-
-OUTBOX_CHANNEL = "outbox"
-OUTBOX_LOCK_KEY = 0x6F7574626F78  # "outbox"; only has to be the same in every process of the service
-
-
-class OutboxFormatError(ValueError):
-    """An outbox row's headers are not in the documented encoding."""
-
-
-def encode_outbox_headers(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
-    """Kafka headers → the jsonb form stored in `outbox.headers` (see the module docstring)."""
-    encoded: list[list[str]] = []
-    for name, value in headers:
-        try:
-            encoded.append([name, value.decode("utf-8")])
-        except UnicodeDecodeError:
-            encoded.append([name, base64.b64encode(value).decode("ascii"), "base64"])
-    return encoded
-
-
-def decode_outbox_headers(raw: Any) -> list[tuple[str, bytes]]:
-    """The jsonb form (already parsed, or as JSON text) → Kafka headers."""
-    if isinstance(raw, str):
-        raw = json.loads(raw)
-    if not isinstance(raw, list):
-        raise OutboxFormatError(f"headers must be a JSON array, got {type(raw).__name__}")
-    headers: list[tuple[str, bytes]] = []
-    for item in raw:
-        if not isinstance(item, list) or not all(isinstance(part, str) for part in item):
-            raise OutboxFormatError(f"header {item!r} is not [name, value] or [name, value, 'base64']")
-        if len(item) == 2:
-            headers.append((item[0], item[1].encode("utf-8")))
-        elif len(item) == 3 and item[2] == "base64":
-            try:
-                headers.append((item[0], base64.b64decode(item[1], validate=True)))
-            except binascii.Error as exc:
-                raise OutboxFormatError(f"header {item[0]!r}: invalid base64") from exc
-        else:
-            raise OutboxFormatError(f"header {item!r} is not [name, value] or [name, value, 'base64']")
-    return headers
-
-
-@dataclass(frozen=True)
-class OutboxLag:
-    """The lag gauge: how many rows wait, and how old the oldest is (0 when none)."""
-
-    unpublished: int
-    oldest_age_s: float
-
-
-_LAG_SQL = """
-SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age
-FROM outbox WHERE published_at IS NULL
-"""
-# The lag gauge rides along (window aggregates see every unpublished row, before the LIMIT), so a
-# round costs two statements, not three.
-_BATCH_SQL = """
-SELECT id, topic, key, value, headers, count(*) OVER () AS waiting,
-       extract(epoch FROM now() - min(created_at) OVER ())::float8 AS oldest_age_s
-FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
-"""
-_MARK_SQL = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL"
-
-
-async def outbox_lag(conn: asyncpg.Connection) -> OutboxLag:
-    """Read the lag gauge with any connection (for /metrics, the console, tests)."""
-    row = await conn.fetchrow(_LAG_SQL)
-    assert row is not None
-    return OutboxLag(unpublished=int(row["n"]), oldest_age_s=float(row["age"]))
-
 
 _PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -168,7 +105,7 @@ class OutboxRelay:
         self._is_leader = False
         self.published = 0
         self.rounds = 0
-        self.lag = OutboxLag(unpublished=0, oldest_age_s=0.0)
+        self.lag = NO_LAG
 
     @property
     def state(self) -> State:
@@ -237,9 +174,7 @@ class OutboxRelay:
         attempt = 0
         while not self._stopping.is_set():
             try:
-                conn = await asyncio.wait_for(
-                    asyncpg.connect(self._database_url, command_timeout=self._send_timeout_s), 10
-                )
+                conn = await asyncio.wait_for(connect(self._database_url), 10)
             except Exception as exc:  # any: see below
                 delay = self._backoff(attempt)
                 attempt += 1
@@ -265,9 +200,9 @@ class OutboxRelay:
     async def _with_connection(self, conn: asyncpg.Connection) -> None:
         # Standby: try the lock, refreshing the lag gauge, until we lead or stop.
         while not self._stopping.is_set():
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+            if await try_lock_outbox(conn, self._lock_key, timeout_s=self._send_timeout_s):
                 break
-            self.lag = await outbox_lag(conn)
+            self.lag = await outbox_lag(conn, timeout_s=self._send_timeout_s)
             await self._sleep(self._lock_retry_interval_s)
         else:
             return
@@ -278,7 +213,7 @@ class OutboxRelay:
         # A session Postgres drops while we idle would otherwise go unnoticed until the next poll:
         # wake up, let the next query fail, and reconnect.
         conn.add_termination_listener(on_notify)
-        await conn.add_listener(OUTBOX_CHANNEL, on_notify)
+        await listen_outbox(conn, on_notify, timeout_s=self._send_timeout_s)
         self._is_leader = True
         log.info("outbox_relay_leading")
         try:
@@ -288,8 +223,8 @@ class OutboxRelay:
             if not conn.is_closed():
                 with contextlib.suppress(*_PG_ERRORS):
                     conn.remove_termination_listener(on_notify)
-                    await conn.remove_listener(OUTBOX_CHANNEL, on_notify)
-                    await conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
+                    await unlisten_outbox(conn, on_notify, timeout_s=self._send_timeout_s)
+                    await unlock_outbox(conn, self._lock_key, timeout_s=self._send_timeout_s)
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
         kafka_attempt = 0
@@ -317,10 +252,11 @@ class OutboxRelay:
 
     async def _round(self, conn: asyncpg.Connection) -> int:
         """Publish one batch; return how many rows it held."""
-        rows = await conn.fetch(_BATCH_SQL, self._batch_size)
+        batch = await read_outbox_batch(conn, self._batch_size, timeout_s=self._send_timeout_s)
+        rows = batch.rows
         self.rounds += 1
         if not rows:
-            self.lag = OutboxLag(unpublished=0, oldest_age_s=0.0)
+            self.lag = NO_LAG
             return 0
         producer = await self._producer.ensure()
         faults.reach("relay.before_publish")
@@ -328,23 +264,19 @@ class OutboxRelay:
         refused: Exception | None = None
         for row in rows:
             try:
-                headers = decode_outbox_headers(row["headers"])
-                with kafka_errors(f"publishing outbox row {row['id']} to {row['topic']}"):
-                    futures.append(
-                        await producer.send(
-                            row["topic"], bytes(row["value"]), key=bytes(row["key"]), headers=headers
-                        )
-                    )
+                headers = decode_outbox_headers(row.headers)
+                with kafka_errors(f"publishing outbox row {row.id} to {row.topic}"):
+                    futures.append(await producer.send(row.topic, row.value, key=row.key, headers=headers))
             except (KafkaEdgeError, OutboxFormatError, ValueError, TypeError) as exc:
                 refused = exc
-                log.error("outbox_row_refused", id=row["id"], topic=row["topic"], error=str(exc))
+                log.error("outbox_row_refused", id=row.id, topic=row.topic, error=str(exc))
                 break  # nothing after a refused row goes out before it: per-key order holds
         done, _ = await asyncio.wait(futures, timeout=self._send_timeout_s) if futures else (set(), set())
         acked: list[int] = []
         first_failure: BaseException | None = refused
         for row, future in zip(rows, futures, strict=False):
             if future in done and future.exception() is None:
-                acked.append(row["id"])
+                acked.append(row.id)
                 continue
             if future in done:
                 first_failure = future.exception()
@@ -357,10 +289,10 @@ class OutboxRelay:
                 future.exception()
         if acked:
             faults.reach("relay.after_publish")
-            await conn.execute(_MARK_SQL, acked)
+            await mark_outbox_published(conn, acked, timeout_s=self._send_timeout_s)
             self.published += len(acked)
-        left = int(rows[0]["waiting"]) - len(acked)  # as of the batch read; later inserts count next round
-        self.lag = OutboxLag(unpublished=left, oldest_age_s=float(rows[0]["oldest_age_s"]) if left else 0.0)
+        left = batch.lag.unpublished - len(acked)  # as of the batch read; later inserts count next round
+        self.lag = OutboxLag(unpublished=left, oldest_age_s=batch.lag.oldest_age_s if left else 0.0)
         if first_failure is not None:
             raise KafkaEdgeError(
                 f"outbox round published {len(acked)} of {len(rows)} rows: {first_failure!r}"

@@ -1,14 +1,50 @@
 """Postgres: schema migrations (and, as the engine grows, the repositories over its tables)."""
 
 from orchestrator.store.migrate import MIGRATIONS_DIR, Migration, MigrationReport, load_migrations, migrate
+from orchestrator.store.outbox import (
+    NO_LAG,
+    OUTBOX_CHANNEL,
+    OUTBOX_LOCK_KEY,
+    OutboxBatch,
+    OutboxFormatError,
+    OutboxLag,
+    OutboxListener,
+    OutboxRow,
+    decode_outbox_headers,
+    encode_outbox_headers,
+    listen_outbox,
+    mark_outbox_published,
+    outbox_lag,
+    read_outbox_batch,
+    try_lock_outbox,
+    unlisten_outbox,
+    unlock_outbox,
+)
 from orchestrator.store.pool import connect, open_pool
 
 __all__ = [
     "MIGRATIONS_DIR",
+    "NO_LAG",
+    "OUTBOX_CHANNEL",
+    "OUTBOX_LOCK_KEY",
     "Migration",
     "MigrationReport",
+    "OutboxBatch",
+    "OutboxFormatError",
+    "OutboxLag",
+    "OutboxListener",
+    "OutboxRow",
     "connect",
+    "decode_outbox_headers",
+    "encode_outbox_headers",
+    "listen_outbox",
     "load_migrations",
+    "mark_outbox_published",
     "migrate",
     "open_pool",
+    "outbox_lag",
+    "read_outbox_batch",
+    "try_lock_outbox",
+    "unlisten_outbox",
+    "unlock_outbox",
 ]

@@ -8,13 +8,9 @@ import json
 import asyncpg
 import pytest
 
-from orchestrator.kafka import (
-    OutboxRelay,
-    decode_outbox_headers,
-    encode_outbox_headers,
-    outbox_lag,
-)
+from orchestrator.kafka import OutboxRelay
 from orchestrator.localstack import LocalStack
+from orchestrator.store import decode_outbox_headers, encode_outbox_headers, outbox_lag
 from tests.kafka.support import read_all, wait_until
 
 LONG = 3600.0  # a fallback poll that never fires within a test: only NOTIFY can wake the relay
