@@ -18,7 +18,10 @@ from orchestrator.machines._errors import (
 )
 from orchestrator.machines._generic import ActivationItemMachineV1, OneOffItemMachineV1
 from orchestrator.machines._milestones import (
+    BEFORE_SUBMISSION_STATES,
     NEEDS_OPERATOR_STATES,
+    ORDER_STEP_STATES,
+    POLLING_STATES,
     SUCCESS_STATES,
     TERMINAL_STATES,
     derive_order_state,
@@ -55,9 +58,12 @@ from orchestrator.machines._versioned import VersionedMachine
 
 __all__ = [
     "ACTIVATION_ITEM_TYPES",
+    "BEFORE_SUBMISSION_STATES",
     "DEFAULT_REGISTRY",
     "NEEDS_OPERATOR_STATES",
     "ONE_OFF_ITEM_TYPES",
+    "ORDER_STEP_STATES",
+    "POLLING_STATES",
     "SUBSCRIPTION_HAPPY_PATHS",
     "SUCCESS_STATES",
     "TERMINAL_STATES",

@@ -63,3 +63,25 @@ def derive_order_state(item_states: Iterable[str]) -> OrderState:
     if succeeded:
         return OrderState.PARTIALLY_ACTIVATED
     return OrderState.FAILED
+
+
+POLLING_STATES = frozenset(
+    {
+        LineItemState.SUBMITTED,
+        LineItemState.PORTING_PENDING,
+        LineItemState.TEMP_NUMBER_ACTIVE,
+        LineItemState.ACTIVATION_SCHEDULED,
+        LineItemState.CANCELLING,
+    }
+)
+"""States whose next step reads the provider: the only ones a provider event can move on
+(`cancelling` polls once its order was submitted)."""
+
+BEFORE_SUBMISSION_STATES = frozenset(
+    {LineItemState.RECEIVED, LineItemState.NUMBER_LEASED, LineItemState.AWAITING_SUBMISSION}
+)
+"""Not yet part of a submitted provider order: an amendment can still change the item."""
+
+ORDER_STEP_STATES = frozenset({LineItemState.AWAITING_SUBMISSION, LineItemState.FAILED, LineItemState.CANCELLED})
+"""An item arriving here gives its order's step something to do: all added → submit; all
+cancelled → cancel the order; a failed item may unblock the others' submission."""

@@ -154,8 +154,8 @@ def apply_event(
 
     Building a python-statemachine instance per step was about 9% of a busy worker's CPU. The
     outcome depends only on the definition, the state, the event and `resume_state` (no machine
-    has callbacks, and the guards read only `resume_state`; `tests/machines` checks every
-    combination against a built machine), so it is computed once per combination.
+    has callbacks, and the guards read only `resume_state`; `tests/unit/test_apply_event.py`
+    checks every combination against a built machine), so it is computed once per combination.
     """
     machine = machine_for(line_item_type, definition_version, registry=registry)
     outcome = _decided(machine, model.state, event, model.resume_state)

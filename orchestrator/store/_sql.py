@@ -1,0 +1,27 @@
+"""Statement building shared by the store's modules: numbered parameters, and the timer upsert
+that several statements embed (one definition, so its conflict rule cannot drift)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Params:
+    """Collects a statement's parameters in order and hands out their `$n` placeholders, so a
+    statement assembled from parts never hard-codes a number another part also uses."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values: list[Any] = list(values)
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def upsert_timer(*, workflow_id: str, order_id: str, kind: str, due_at: str) -> str:
+    """Make sure a timer of `kind` for this target fires by `due_at`: a pending one is moved
+    earlier, never later, so a poke cannot postpone a step. Arguments are placeholders."""
+    return f"""INSERT INTO timers (workflow_id, order_id, kind, due_at, payload)
+           VALUES ({workflow_id}, {order_id}, {kind}, {due_at}, '{{}}')
+           ON CONFLICT (target, kind) WHERE fired_at IS NULL
+           DO UPDATE SET due_at = LEAST(timers.due_at, EXCLUDED.due_at)"""
