@@ -7,13 +7,16 @@ frozen group they need as a keyword argument. The README's configuration table l
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.errors import ConfigError
 from orchestrator.faults import parse_spec
+
+if TYPE_CHECKING:
+    from orchestrator.connect import ConnectConfig
 
 ENV_PREFIX = "ORCHESTRATOR_"
 ENV_DELIMITER = "__"
@@ -90,6 +93,24 @@ class ConnectSettings(_Group):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    def to_config(self) -> ConnectConfig:
+        """The client's own configuration: `connect` does not depend on how settings are read."""
+        # Imported here: the CLI reads settings for every command, most of which never call out.
+        from orchestrator.connect import ConnectConfig  # noqa: PLC0415
+
+        return ConnectConfig(
+            base_url=self.base_url,
+            api_key=self.api_key.get_secret_value(),
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            total_timeout_s=self.total_timeout_s,
+            max_concurrency=self.max_concurrency,
+            rate_limit_per_s=self.rate_limit_per_s,
+            rate_limit_burst=self.rate_limit_burst,
+            keepalive_expiry_s=self.keepalive_expiry_s,
+            max_retry_after_s=self.max_retry_after_s,
+        )
 
 
 class WebhookSettings(_Group):

@@ -5,9 +5,14 @@ step's intent, `send` it (any number of times, always the same bytes and key), a
 answer's `outcome`. Every failure is a `ProviderError` with a stable `code`, `retryable`,
 `retry_after_s` and `to_dict()`. Typed convenience methods (`create_order`, `submit_order`, ...) do
 the same in one call and return pydantic models.
+
+`Requests` escapes every id into one path segment and passes every idempotency key through
+`bounded_key`; `parse_path` reads a stored path back into its ids. The client is configured with a
+`ConnectConfig`, not with the application's settings.
 """
 
 from orchestrator.connect._client import ConnectClient, ConnectClientStateError
+from orchestrator.connect._config import ConnectConfig
 from orchestrator.connect._errors import (
     IdempotencyKeyLocked,
     IdempotencyKeyMismatch,
@@ -28,6 +33,7 @@ from orchestrator.connect._errors import (
     parse_retry_after,
 )
 from orchestrator.connect._json import canonical_json
+from orchestrator.connect._keys import MAX_IDEMPOTENCY_KEY_LENGTH, bounded_key, parse_path
 from orchestrator.connect._limits import ApiKeyLimiter, TokenBucket
 from orchestrator.connect._models import (
     ActivateSubscriptionRequest,
@@ -74,12 +80,7 @@ from orchestrator.connect._models import (
     UpdatePortingRequest,
     WebhookEvent,
 )
-from orchestrator.connect._requests import (
-    MAX_IDEMPOTENCY_KEY_LENGTH,
-    InvalidRequestError,
-    PreparedRequest,
-    Requests,
-)
+from orchestrator.connect._requests import InvalidRequestError, PreparedRequest, Requests
 from orchestrator.connect._response import ProviderResponse
 from orchestrator.connect._retry import RetryPolicy, retry_call
 
@@ -99,6 +100,7 @@ __all__ = [
     "ChangeLicenseRequest",
     "ConnectClient",
     "ConnectClientStateError",
+    "ConnectConfig",
     "ConnectModel",
     "CreateOrderRequest",
     "CreateSubscriptionRequest",
@@ -152,8 +154,10 @@ __all__ = [
     "TopupApplied",
     "UpdatePortingRequest",
     "WebhookEvent",
+    "bounded_key",
     "canonical_json",
     "classify_response",
+    "parse_path",
     "parse_retry_after",
     "retry_call",
 ]

@@ -9,6 +9,7 @@ from typing import Any, Self, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from orchestrator.connect._config import ConnectConfig
 from orchestrator.connect._limits import ApiKeyLimiter
 from orchestrator.connect._models import (
     ActivateSubscriptionRequest,
@@ -42,7 +43,6 @@ from orchestrator.connect._response import ProviderResponse
 from orchestrator.connect._retry import RetryPolicy, retry_call
 from orchestrator.connect._transport import HttpSender, ShardedClient, build_http_client
 from orchestrator.errors import OrchestratorError
-from orchestrator.settings import ConnectSettings
 
 __all__ = ["ConnectClient", "ConnectClientStateError"]
 
@@ -71,15 +71,15 @@ class ConnectClient:
     def __init__(
         self,
         *,
-        settings: ConnectSettings,
+        config: ConnectConfig,
         limiter: ApiKeyLimiter | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._settings = settings
+        self._config = config
         self._limiter = limiter or ApiKeyLimiter(
-            max_concurrency=settings.max_concurrency,
-            rate_per_s=settings.rate_limit_per_s,
-            burst=settings.rate_limit_burst,
+            max_concurrency=config.max_concurrency,
+            rate_per_s=config.rate_limit_per_s,
+            burst=config.rate_limit_burst,
         )
         self._transport = transport
         self._http: ShardedClient | None = None
@@ -87,14 +87,14 @@ class ConnectClient:
         self._state = _State.NEW
 
     def __repr__(self) -> str:
-        return f"ConnectClient(base_url={self._settings.base_url!r}, state={self._state.value})"
+        return f"ConnectClient(base_url={self._config.base_url!r}, state={self._state.value})"
 
     # --- lifecycle ---
     async def start(self) -> None:
         if self._state is not _State.NEW:
             raise ConnectClientStateError(f"cannot start a ConnectClient that is {self._state.value}")
-        self._http = build_http_client(self._settings, transport=self._transport)
-        self._sender = HttpSender(http=self._http, limiter=self._limiter, settings=self._settings)
+        self._http = build_http_client(self._config, transport=self._transport)
+        self._sender = HttpSender(http=self._http, limiter=self._limiter, config=self._config)
         self._state = _State.STARTED
 
     async def close(self) -> None:
@@ -167,9 +167,15 @@ class ConnectClient:
         return await self.call(prepared, OrderLineItem, retry=retry)
 
     async def remove_line_item(
-        self, order_id: str, line_item_id: str, *, retry: RetryPolicy | None = None
+        self,
+        order_id: str,
+        line_item_id: str,
+        *,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        await self._call_no_body(Requests.remove_line_item(order_id, line_item_id), retry)
+        prepared = Requests.remove_line_item(order_id, line_item_id, idempotency_key=idempotency_key)
+        await self._call_no_body(prepared, retry)
 
     async def calculate_price(
         self, order_id: str, *, idempotency_key: str, retry: RetryPolicy | None = None

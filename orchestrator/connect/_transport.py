@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import structlog
 
+from orchestrator.connect._config import ConnectConfig
 from orchestrator.connect._errors import (
     IdempotencyKeyMismatch,
     ProviderConnectError,
@@ -28,7 +29,6 @@ from orchestrator.connect._errors import (
 from orchestrator.connect._limits import ApiKeyLimiter
 from orchestrator.connect._requests import PreparedRequest
 from orchestrator.connect._response import ProviderResponse
-from orchestrator.settings import ConnectSettings
 
 __all__ = ["HttpSender", "ShardedClient", "build_http_client"]
 
@@ -69,35 +69,35 @@ class ShardedClient:
 
 
 def build_http_client(
-    settings: ConnectSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    config: ConnectConfig, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> ShardedClient:
     """Pooled HTTP/1.1 keep-alive clients with `max_concurrency` connections between them; the API
     key is a default header, so it is set in one place."""
-    shards = math.ceil(settings.max_concurrency / SHARD_CONNECTIONS)
-    size = math.ceil(settings.max_concurrency / shards)
-    return ShardedClient([_pooled_client(settings, size, transport) for _ in range(shards)])
+    shards = math.ceil(config.max_concurrency / SHARD_CONNECTIONS)
+    size = math.ceil(config.max_concurrency / shards)
+    return ShardedClient([_pooled_client(config, size, transport) for _ in range(shards)])
 
 
 def _pooled_client(
-    settings: ConnectSettings, connections: int, transport: httpx.AsyncBaseTransport | None
+    config: ConnectConfig, connections: int, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        base_url=settings.base_url,
+        base_url=config.base_url,
         headers={
-            "X-API-Key": settings.api_key.get_secret_value(),
+            "X-API-Key": config.api_key,
             "Accept": "application/json",
             "User-Agent": "provisioning-orchestrator",
         },
         timeout=httpx.Timeout(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            write=settings.read_timeout_s,
-            pool=settings.total_timeout_s,
+            connect=config.connect_timeout_s,
+            read=config.read_timeout_s,
+            write=config.read_timeout_s,
+            pool=config.total_timeout_s,
         ),
         limits=httpx.Limits(
             max_connections=connections,
             max_keepalive_connections=connections,
-            keepalive_expiry=settings.keepalive_expiry_s,
+            keepalive_expiry=config.keepalive_expiry_s,
         ),
         http1=True,
         http2=False,
@@ -125,11 +125,11 @@ def _translate(prepared: PreparedRequest) -> Iterator[None]:
 class HttpSender:
     """Sends prepared requests under the key's limits and classifies what comes back."""
 
-    def __init__(self, *, http: ShardedClient, limiter: ApiKeyLimiter, settings: ConnectSettings) -> None:
+    def __init__(self, *, http: ShardedClient, limiter: ApiKeyLimiter, config: ConnectConfig) -> None:
         self._http = http
         self._limiter = limiter
-        self._total_timeout_s = settings.total_timeout_s
-        self._max_retry_after_s = settings.max_retry_after_s
+        self._total_timeout_s = config.total_timeout_s
+        self._max_retry_after_s = config.max_retry_after_s
 
     async def send(self, prepared: PreparedRequest, *, timeout_s: float | None = None) -> ProviderResponse:
         headers: dict[str, str] = {}

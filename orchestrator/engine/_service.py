@@ -64,7 +64,7 @@ async def running_worker(
                 max_size=settings.database.pool_max_size,
             )
         )
-        client = await stack.enter_async_context(ConnectClient(settings=settings.connect))
+        client = await stack.enter_async_context(ConnectClient(config=settings.connect.to_config()))
         runner = StepRunner(
             pool=pool,
             client=client,

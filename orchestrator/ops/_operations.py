@@ -223,7 +223,7 @@ async def open_operations(
         pool = await stack.enter_async_context(
             open_pool(settings.database.url.get_secret_value(), min_size=1, max_size=4)
         )
-        client = await stack.enter_async_context(ConnectClient(settings=settings.connect))
+        client = await stack.enter_async_context(ConnectClient(config=settings.connect.to_config()))
         yield Operations(
             pool=pool,
             reader=ConnectReader(client, timeout_s=settings.connect.total_timeout_s),

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.connect import ConnectClient
+from orchestrator.connect import ConnectClient, ConnectConfig
 from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
 from orchestrator.settings import ConnectSettings
 
@@ -23,22 +23,24 @@ async def sandbox() -> AsyncIterator[RunningSandbox]:
         yield running
 
 
-SettingsFor = Callable[..., ConnectSettings]
+ConfigFor = Callable[..., ConnectConfig]
 
 
 @pytest.fixture
-def settings_for(sandbox: RunningSandbox) -> SettingsFor:
-    """Client settings pointing at this test's sandbox, with per-test overrides."""
+def config_for(sandbox: RunningSandbox) -> ConfigFor:
+    """Client configuration pointing at this test's sandbox, with per-test overrides (built the
+    way the application builds it, so the settings' defaults and checks apply)."""
 
-    def build(**overrides: object) -> ConnectSettings:
-        return ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(API_KEY), **overrides)  # type: ignore[arg-type]
+    def build(**overrides: object) -> ConnectConfig:
+        settings = ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(API_KEY), **overrides)  # type: ignore[arg-type]
+        return settings.to_config()
 
     return build
 
 
 @pytest.fixture
-async def client(settings_for: SettingsFor) -> AsyncIterator[ConnectClient]:
-    async with ConnectClient(settings=settings_for(read_timeout_s=2.0, total_timeout_s=3.0)) as started:
+async def client(config_for: ConfigFor) -> AsyncIterator[ConnectClient]:
+    async with ConnectClient(config=config_for(read_timeout_s=2.0, total_timeout_s=3.0)) as started:
         yield started
 
 

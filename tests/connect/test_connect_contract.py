@@ -4,12 +4,12 @@ the rate limiter and concurrency cap under a burst, and exactly-once effects und
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from orchestrator.connect import (
     ActivateSubscriptionRequest,
@@ -21,6 +21,7 @@ from orchestrator.connect import (
     ChangeAddonRequest,
     ChangeLicenseRequest,
     ConnectClient,
+    ConnectConfig,
     CreateOrderRequest,
     CreateSubscriptionRequest,
     IdempotencyKeyLocked,
@@ -47,7 +48,6 @@ from orchestrator.connect import (
     UpdatePortingRequest,
 )
 from orchestrator.sandbox import RunningSandbox, SandboxControl
-from orchestrator.settings import ConnectSettings
 
 CUSTOMER = {"customerId": "cust-9"}
 
@@ -176,7 +176,7 @@ async def test_in_porting_endpoints(client: ConnectClient, control: SandboxContr
 
 
 async def test_each_error_class(
-    client: ConnectClient, control: SandboxControl, settings_for: Callable[..., ConnectSettings]
+    client: ConnectClient, control: SandboxControl, config_for: Callable[..., ConnectConfig]
 ) -> None:
     with pytest.raises(ProviderNotFound):
         await client.get_order("missing")
@@ -210,15 +210,15 @@ async def test_each_error_class(
         await client.create_order(CreateOrderRequest(customer=CUSTOMER), idempotency_key="slow")
     await slow
 
-    async with ConnectClient(settings=settings_for(read_timeout_s=0.1, total_timeout_s=0.2)) as impatient:
+    async with ConnectClient(config=config_for(read_timeout_s=0.1, total_timeout_s=0.2)) as impatient:
         await control.faults({"match": "GET /orders/*", "kind": "latency", "latencyMs": 500, "times": 1})
         with pytest.raises(ProviderTimeout):
             await impatient.get_order(empty.order_id)
     await control.faults({"match": "GET /orders/*", "kind": "drop", "times": 1})
     with pytest.raises(ProviderConnectionLost):
         await client.get_order(empty.order_id)
-    wrong = settings_for().model_copy(update={"api_key": SecretStr("wrong")})
-    async with ConnectClient(settings=wrong) as stranger:
+    wrong = dataclasses.replace(config_for(), api_key="wrong")
+    async with ConnectClient(config=wrong) as stranger:
         with pytest.raises(ProviderAuthError):
             await stranger.get_order(empty.order_id)
     # Last, because a Retry-After also pauses this client's rate limiter for the whole key.
@@ -258,12 +258,12 @@ async def test_retry_gives_up_on_permanent_errors(client: ConnectClient) -> None
 
 
 async def test_rate_limiter_and_concurrency_cap_hold_under_a_burst(
-    sandbox: RunningSandbox, control: SandboxControl, settings_for: Callable[..., ConnectSettings]
+    sandbox: RunningSandbox, control: SandboxControl, config_for: Callable[..., ConnectConfig]
 ) -> None:
     await control.scenario(rateLimit={"perS": 25, "burst": 6})
     await control.faults({"match": "GET /subscriptions", "kind": "latency", "latencyMs": 20})
-    settings = settings_for(rate_limit_per_s=20.0, rate_limit_burst=3, max_concurrency=3)
-    async with ConnectClient(settings=settings) as limited:
+    config = config_for(rate_limit_per_s=20.0, rate_limit_burst=3, max_concurrency=3)
+    async with ConnectClient(config=config) as limited:
         pages = await asyncio.gather(*(limited.list_subscriptions() for _ in range(30)))
     assert len(pages) == 30  # none raised ProviderRateLimited
     stats = await control.stats()

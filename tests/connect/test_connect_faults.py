@@ -10,19 +10,19 @@ from collections.abc import Callable
 
 from orchestrator.connect import (
     ConnectClient,
+    ConnectConfig,
     CreateOrderRequest,
     LeaseNumbersRequest,
     RetryPolicy,
     SubscriptionLineItem,
 )
 from orchestrator.sandbox import SandboxControl
-from orchestrator.settings import ConnectSettings
 
 ORDERS = 10
 
 
 async def test_each_effect_exactly_once_under_faults(
-    control: SandboxControl, settings_for: Callable[..., ConnectSettings]
+    control: SandboxControl, config_for: Callable[..., ConnectConfig]
 ) -> None:
     await control.faults(
         {"match": "POST *", "kind": "error", "status": 503, "probability": 0.07},
@@ -31,7 +31,7 @@ async def test_each_effect_exactly_once_under_faults(
         {"match": "POST *", "kind": "latency", "latencyMs": 300, "probability": 0.06},
     )
     policy = RetryPolicy(max_attempts=25, base_delay_s=0.05, max_delay_s=0.2, rng=random.Random(3))
-    settings = settings_for(read_timeout_s=0.15, total_timeout_s=0.2)
+    config = config_for(read_timeout_s=0.15, total_timeout_s=0.2)
 
     async def provision(client: ConnectClient, n: int) -> str:
         lease = await client.lease_numbers(
@@ -50,7 +50,7 @@ async def test_each_effect_exactly_once_under_faults(
         await client.submit_order(order.order_id, idempotency_key=f"wf{n}:submit", retry=policy)
         return order.order_id
 
-    async with ConnectClient(settings=settings) as client:
+    async with ConnectClient(config=config) as client:
         order_ids = await asyncio.gather(*(provision(client, n) for n in range(ORDERS)))
     await control.faults()
     await control.advance(2)

@@ -128,8 +128,11 @@ def test_unknown_enum_values_and_extra_fields_are_tolerated() -> None:
 def test_secrets_stay_out_of_reprs() -> None:
     details = PortingDetails(account_number="ACC-SECRET", passcode="PIN-SECRET", first_name="Ada")
     assert "SECRET" not in repr(details)
-    client = ConnectClient(settings=ConnectSettings(api_key=SecretStr("KEY-SECRET")))
+    config = ConnectSettings(api_key=SecretStr("KEY-SECRET")).to_config()
+    client = ConnectClient(config=config)
+    assert config.api_key == "KEY-SECRET"
     assert "KEY-SECRET" not in repr(client)
+    assert "KEY-SECRET" not in repr(config)
 
 
 def test_idempotency_key_length_is_checked_before_sending() -> None:
@@ -153,7 +156,7 @@ async def test_lifecycle_guards_and_headers() -> None:
         return httpx.Response(200, json={"orderId": "o", "state": "PENDING"})
 
     client = ConnectClient(
-        settings=ConnectSettings(api_key=SecretStr("abc")), transport=httpx.MockTransport(handler)
+        config=ConnectSettings(api_key=SecretStr("abc")).to_config(), transport=httpx.MockTransport(handler)
     )
     with pytest.raises(ConnectClientStateError):
         await client.get_order("o")
@@ -172,8 +175,8 @@ async def test_mismatch_is_logged_loudly_and_raised() -> None:
     def handler(_: httpx.Request) -> httpx.Response:
         return httpx.Response(409, json={"code": "idempotency_key_mismatch", "message": "different request"})
 
-    settings = ConnectSettings(api_key=SecretStr("abc"))
-    async with ConnectClient(settings=settings, transport=httpx.MockTransport(handler)) as client:
+    config = ConnectSettings(api_key=SecretStr("abc")).to_config()
+    async with ConnectClient(config=config, transport=httpx.MockTransport(handler)) as client:
         with structlog.testing.capture_logs() as logs:
             response = await client.send(Requests.submit_order("o", idempotency_key="k"))
         assert response.outcome is Outcome.BUG
@@ -196,8 +199,10 @@ async def test_requests_spread_over_small_pools_the_least_busy_first() -> None:
         await gate.wait()
         return httpx.Response(200, json={})
 
-    settings = ConnectSettings(api_key=SecretStr("abc"), max_concurrency=20, rate_limit_per_s=1000.0)
-    http = build_http_client(settings, transport=httpx.MockTransport(handler))
+    config = ConnectSettings(
+        api_key=SecretStr("abc"), max_concurrency=20, rate_limit_per_s=1000.0
+    ).to_config()
+    http = build_http_client(config, transport=httpx.MockTransport(handler))
     requests = [asyncio.create_task(http.request("GET", "/orders/x")) for _ in range(20)]
     for _ in range(200):  # bounded: until every request reached the transport
         if arrived == 20:

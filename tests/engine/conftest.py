@@ -35,7 +35,9 @@ async def sandbox() -> AsyncIterator[RunningSandbox]:
 async def provider(migrated_database: str, sandbox: RunningSandbox) -> AsyncIterator[Provider]:
     async with (
         open_pool(migrated_database) as pool,
-        ConnectClient(settings=ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(KEY))) as client,
+        ConnectClient(
+            config=ConnectSettings(base_url=sandbox.base_url, api_key=SecretStr(KEY)).to_config()
+        ) as client,
         SandboxControl(base_url=sandbox.base_url, api_key=KEY) as control,
     ):
         yield Provider(pool=pool, client=client, control=control)
