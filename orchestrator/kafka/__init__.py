@@ -16,9 +16,9 @@ from orchestrator.kafka._producer import IdempotentProducer
 from orchestrator.kafka._records import ConsumedRecord
 from orchestrator.kafka._relay import OutboxRelay
 
-# Moved to orchestrator.store; re-exported only until engine/_journal.py and admin/_metrics.py
-# import them from there (issue #13). Do not add importers.
-from orchestrator.store import encode_outbox_headers, outbox_lag
+# Moved to orchestrator.store; re-exported only until admin/_metrics.py imports it from there
+# (issue #13). Do not add importers.
+from orchestrator.store import outbox_lag
 
 __all__ = [
     "ConsumedRecord",
@@ -34,6 +34,5 @@ __all__ = [
     "RetryPolicy",
     "State",
     "dead_letter_headers",
-    "encode_outbox_headers",
     "outbox_lag",
 ]
