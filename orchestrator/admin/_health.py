@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from orchestrator.ops import ProviderReader
+from orchestrator.store import read_models
 
 Check = Callable[[], Awaitable[None]]
 
@@ -36,7 +37,7 @@ async def run_checks(checks: Mapping[str, Check], *, timeout_s: float = 5.0) -> 
 
 def postgres_check(pool: asyncpg.Pool) -> Check:
     async def check() -> None:
-        await pool.fetchval("SELECT 1")
+        await read_models.ping(pool)
 
     return check
 

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from orchestrator.engine import Worker
 from orchestrator.kafka import outbox_lag
+from orchestrator.store import read_models
 
 LATENCY_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -41,34 +42,19 @@ class Snapshot:
 
 async def read_snapshot(conn: asyncpg.Connection) -> Snapshot:
     snap = Snapshot()
-    snap.workflows = {
-        r["state"]: int(r["n"])
-        for r in await conn.fetch("SELECT state, count(*) n FROM workflows GROUP BY 1")
-    }
-    snap.transitions = {
-        r["to_state"]: int(r["n"])
-        for r in await conn.fetch("SELECT to_state, count(*) n FROM transitions GROUP BY 1")
-    }
-    snap.calls = [
-        (r["step"], r["status"], int(r["n"]))
-        for r in await conn.fetch("SELECT step, status, count(*) n FROM provider_calls GROUP BY 1, 2")
-    ]
-    buckets = ", ".join(f"count(*) FILTER (WHERE latency_ms <= {b})" for b in LATENCY_BUCKETS_MS)
-    row = await conn.fetchrow(
-        f"SELECT {buckets}, coalesce(sum(latency_ms), 0) AS total, count(latency_ms) AS n "
-        "FROM provider_calls WHERE latency_ms IS NOT NULL"
+    snap.workflows = await read_models.workflow_counts_by_state(conn)
+    snap.transitions = await read_models.transition_counts_by_state(conn)
+    snap.calls = await read_models.call_counts(conn)
+    latency = await read_models.call_latency(conn, LATENCY_BUCKETS_MS)
+    snap.latency_buckets, snap.latency_sum_ms, snap.latency_count = (
+        latency.buckets,
+        latency.sum_ms,
+        latency.count,
     )
-    assert row is not None
-    snap.latency_buckets = [int(row[i]) for i in range(len(LATENCY_BUCKETS_MS))]
-    snap.latency_sum_ms, snap.latency_count = float(row["total"]), int(row["n"])
     lag = await outbox_lag(conn)
     snap.outbox_unpublished, snap.outbox_oldest_s = lag.unpublished, lag.oldest_age_s
-    timers = await conn.fetchrow(
-        "SELECT count(*) AS n, coalesce(extract(epoch FROM max(now() - due_at)), 0) AS lag "
-        "FROM timers WHERE fired_at IS NULL AND due_at <= now()"
-    )
-    assert timers is not None
-    snap.timers_overdue, snap.timer_lag_s = int(timers["n"]), float(timers["lag"])
+    timers = await read_models.timer_lag(conn)
+    snap.timers_overdue, snap.timer_lag_s = timers.overdue, timers.lag_s
     return snap
 
 

@@ -1,4 +1,4 @@
-"""Which workflows an operator means: a validated filter and its SQL.
+"""Which workflows an operator means: a validated filter, and what it asks of the store.
 
 Filters are parsed once at the edge (CLI options, query parameters) into `WorkflowFilter`; a bad
 value raises `InvalidInput` naming the field, so the CLI exits 2 and the API answers 422.
@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.events import LineItemType
-from orchestrator.machines import machine_for
+from orchestrator.machines import TERMINAL_STATES, machine_for
 from orchestrator.ops._errors import InvalidInput
+from orchestrator.store.read_models import WorkflowQuery, where_sql
 
 MAX_LIMIT = 1000
 _DURATION = re.compile(r"(\d+)\s*(d|h|m|s)")
@@ -106,6 +107,28 @@ class WorkflowFilter:
             "limit": self.limit,
         }
 
+    def query(self, *, now: datetime) -> WorkflowQuery:
+        """The store's terms: durations become instants before `now`."""
+
+        def before(span: timedelta | None) -> datetime | None:
+            return None if span is None else now - span
+
+        stuck = self.stuck_longer_than is not None
+        return WorkflowQuery(
+            workflow_ids=self.workflow_ids,
+            states=self.states,
+            line_item_type=self.line_item_type,
+            order_id=self.order_id,
+            msisdn=self.msisdn,
+            error_code=self.error_code,
+            created_before=before(self.older_than),
+            created_after=before(self.newer_than),
+            updated_before=before(self.stuck_longer_than),
+            # Stuck: not done, and unchanged that long (failed counts: it waits for an operator).
+            excluded_states=sorted(TERMINAL_STATES) if stuck else (),
+            limit=self.limit,
+        )
+
 
 def build_filter(
     *,
@@ -161,38 +184,6 @@ def _blank_to_none(value: str | None) -> str | None:
 
 
 def where_clause(flt: WorkflowFilter, *, now: datetime) -> tuple[str, list[Any]]:
-    """`WHERE ...` over `workflows w` and its parameters ($1...)."""
-    conditions: list[str] = []
-    params: list[Any] = []
-
-    def param(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
-
-    if flt.workflow_ids:
-        conditions.append(f"w.workflow_id = ANY({param(list(flt.workflow_ids))}::uuid[])")
-    if flt.states:
-        conditions.append(f"w.state = ANY({param(list(flt.states))}::text[])")
-    if flt.line_item_type:
-        conditions.append(f"w.line_item_type = {param(flt.line_item_type)}")
-    if flt.order_id:
-        conditions.append(f"w.order_id = {param(flt.order_id)}")
-    if flt.msisdn:
-        p = param(flt.msisdn)
-        conditions.append(
-            f"(w.spec ->> 'msisdn' = {p} OR w.context ->> 'msisdn' = {p} "
-            f"OR w.context ->> 'temporary_msisdn' = {p} OR w.context ->> 'ported_msisdn' = {p})"
-        )
-    if flt.error_code:
-        conditions.append(f"w.error ->> 'code' = {param(flt.error_code)}")
-    if flt.older_than is not None:
-        conditions.append(f"w.created_at <= {param(now - flt.older_than)}")
-    if flt.newer_than is not None:
-        conditions.append(f"w.created_at >= {param(now - flt.newer_than)}")
-    if flt.stuck_longer_than is not None:
-        # Stuck: not done, and nothing has changed on it for that long (failed counts: it waits).
-        conditions.append(
-            f"w.state NOT IN ('activated', 'completed', 'cancelled') "
-            f"AND w.updated_at <= {param(now - flt.stuck_longer_than)}"
-        )
-    return ("WHERE " + " AND ".join(conditions)) if conditions else "", params
+    """Kept only while `ops/_replay.py` still builds its own selection statement; it goes once the
+    replay reads through `orchestrator.store.read_models.select_workflow_rows`."""
+    return where_sql(flt.query(now=now))

@@ -1,6 +1,7 @@
 """Read side for operators: `list` (which workflows match) and `show` (the whole story of one
-workflow or one order). Everything returned is JSON-ready and redacted: the `workflows.secrets`
-column is never read, and request/response bodies pass through `orchestrator.events.redact`.
+workflow or one order). Everything returned is JSON-ready and redacted: the rows come from
+`orchestrator.store.read_models`, which never reads the `workflows.secrets` column, and what they
+carry from outside (bodies, answers, specs, contexts) passes through `orchestrator.events.redact`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,8 @@ import asyncpg
 
 from orchestrator.events import redact
 from orchestrator.ops._errors import NotFound
-from orchestrator.ops._filters import WorkflowFilter, where_clause
-
-# Never `SELECT *` or `secrets`: the porting credentials must not leave the database this way.
-_SUMMARY_COLUMNS = """w.workflow_id, w.order_id, w.line_item_id, w.line_item_type, w.state, w.resume_state,
-    w.error, w.attempts, w.generation, w.version, w.created_at, w.updated_at,
-    coalesce(w.context ->> 'msisdn', w.spec ->> 'msisdn') AS msisdn"""
-_DETAIL_COLUMNS = f"""{_SUMMARY_COLUMNS}, w.definition_version, w.sequence, w.spec, w.context,
-    (w.secrets IS NOT NULL) AS holds_secrets"""
+from orchestrator.ops._filters import WorkflowFilter
+from orchestrator.store import audit, read_models
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -51,16 +46,9 @@ def summary(record: Any) -> dict[str, Any]:
 
 async def list_workflows(conn: asyncpg.Connection, flt: WorkflowFilter, *, now: datetime) -> dict[str, Any]:
     """Matching workflows (newest change first, at most `limit`), the total, and counts per state."""
-    where, params = where_clause(flt, now=now)
-    rows = await conn.fetch(
-        f"SELECT {_SUMMARY_COLUMNS} FROM workflows w {where} "
-        f"ORDER BY w.updated_at DESC, w.workflow_id LIMIT {int(flt.limit)}",
-        *params,
-    )
-    counts = await conn.fetch(
-        f"SELECT w.state, count(*) AS n FROM workflows w {where} GROUP BY w.state ORDER BY w.state", *params
-    )
-    by_state = {r["state"]: int(r["n"]) for r in counts}
+    query = flt.query(now=now)
+    rows = await read_models.workflow_summaries(conn, query)
+    by_state = await read_models.workflow_counts_by_state(conn, query)
     return {
         "filter": flt.to_dict(),
         "total": sum(by_state.values()),
@@ -70,9 +58,8 @@ async def list_workflows(conn: asyncpg.Connection, flt: WorkflowFilter, *, now: 
 
 
 async def state_counts(conn: asyncpg.Connection) -> dict[str, int]:
-    """Workflows per state over the whole table (the console's header, the metrics gauge)."""
-    rows = await conn.fetch("SELECT state, count(*) AS n FROM workflows GROUP BY state ORDER BY state")
-    return {r["state"]: int(r["n"]) for r in rows}
+    """Workflows per state over the whole table (the console's header)."""
+    return await read_models.workflow_counts_by_state(conn)
 
 
 def _body(raw: bytes | None) -> Any:
@@ -160,13 +147,9 @@ def _audit(record: Any) -> dict[str, Any]:
 
 
 async def _workflow_parts(conn: asyncpg.Connection, workflow_id: uuid.UUID) -> dict[str, Any]:
-    transitions = await conn.fetch(
-        "SELECT sequence, event, from_state, to_state, cause, details, occurred_at FROM transitions "
-        "WHERE workflow_id = $1 ORDER BY sequence",
-        workflow_id,
-    )
-    calls = await conn.fetch("SELECT * FROM provider_calls WHERE workflow_id = $1 ORDER BY id", workflow_id)
-    timers = await conn.fetch("SELECT * FROM timers WHERE workflow_id = $1 ORDER BY due_at", workflow_id)
+    transitions = await read_models.transitions_of_workflow(conn, workflow_id)
+    calls = await read_models.calls_of_workflow(conn, workflow_id)
+    timers = await read_models.timers_of_workflow(conn, workflow_id)
     return {
         "transitions": [
             {
@@ -198,23 +181,12 @@ def _detail(record: Any) -> dict[str, Any]:
 
 
 async def _order_parts(conn: asyncpg.Connection, order_id: str) -> dict[str, Any]:
-    order = await conn.fetchrow(
-        "SELECT order_id, customer, metadata, provider_order_id, state, status_sequence, generation, "
-        "submitted_at, cancelled_at, created_at, updated_at FROM orders WHERE order_id = $1",
-        order_id,
-    )
+    order = await read_models.order_detail(conn, order_id)
     if order is None:
         raise NotFound(f"no order {order_id!r}", order_id=order_id)
-    calls = await conn.fetch(
-        "SELECT * FROM provider_calls WHERE order_id = $1 AND workflow_id IS NULL ORDER BY id", order_id
-    )
-    timers = await conn.fetch(
-        "SELECT * FROM timers WHERE order_id = $1 AND workflow_id IS NULL ORDER BY due_at", order_id
-    )
-    events = await conn.fetch(
-        "SELECT id, value, created_at, published_at FROM outbox WHERE key = $1 ORDER BY id",
-        order_id.encode(),
-    )
+    calls = await read_models.calls_of_order(conn, order_id)
+    timers = await read_models.timers_of_order(conn, order_id)
+    events = await read_models.status_events_of_order(conn, order_id)
     return {
         "order": {
             "order_id": order["order_id"],
@@ -236,18 +208,13 @@ async def _order_parts(conn: asyncpg.Connection, order_id: str) -> dict[str, Any
 
 
 async def _audits(conn: asyncpg.Connection, workflow_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT * FROM operator_audit WHERE workflow_ids && $1::uuid[] ORDER BY id", workflow_ids
-    )
-    return [_audit(r) for r in rows]
+    return [_audit(r) for r in await audit.audits_touching(conn, workflow_ids)]
 
 
 async def show_workflow(conn: asyncpg.Connection, workflow_id: uuid.UUID) -> dict[str, Any]:
     """One line item's story: its row, transitions, calls (its own and its order's), timers,
     the status events it emitted, and operator actions on it."""
-    record = await conn.fetchrow(
-        f"SELECT {_DETAIL_COLUMNS} FROM workflows w WHERE w.workflow_id = $1", workflow_id
-    )
+    record = await read_models.workflow_detail(conn, workflow_id)
     if record is None:
         raise NotFound(f"no workflow {workflow_id}", workflow_id=str(workflow_id))
     order = await _order_parts(conn, record["order_id"])
@@ -266,9 +233,7 @@ async def show_workflow(conn: asyncpg.Connection, workflow_id: uuid.UUID) -> dic
 async def show_order(conn: asyncpg.Connection, order_id: str) -> dict[str, Any]:
     """A whole CRM order: the order row, every line item's story, order-level calls and events."""
     parts = await _order_parts(conn, order_id)
-    records = await conn.fetch(
-        f"SELECT {_DETAIL_COLUMNS} FROM workflows w WHERE w.order_id = $1 ORDER BY w.line_item_id", order_id
-    )
+    records = await read_models.workflow_details_of_order(conn, order_id)
     workflows = []
     for record in records:
         workflows.append({**_detail(record), **await _workflow_parts(conn, record["workflow_id"])})
