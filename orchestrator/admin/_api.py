@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -10,8 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.admin._auth import TokenCheck, Unauthorized
-from orchestrator.ops import Operations, WorkflowFilter, build_filter
-from orchestrator.ops._filters import parse_workflow_id
+from orchestrator.ops import Operations, WorkflowFilter, build_filter, parse_workflow_id
 
 _bearer = HTTPBearer(auto_error=False, description="ORCHESTRATOR_ADMIN__TOKEN")
 
@@ -147,7 +145,3 @@ async def retry_now(
     request: Request, workflow_id: str, body: ActionRequest, actor: Actor = "admin-api"
 ) -> dict[str, Any]:
     return await _ops(request).retry_now(parse_workflow_id(workflow_id), reason=body.reason, actor=actor)
-
-
-def as_uuid(text: str) -> uuid.UUID:
-    return parse_workflow_id(text)

@@ -19,8 +19,7 @@ from orchestrator.admin._auth import COOKIE, OPERATOR_COOKIE, TokenCheck
 from orchestrator.admin._diagram import state_diagram_svg, transitions_from
 from orchestrator.events import LineItemType
 from orchestrator.machines import is_settled, machine_for
-from orchestrator.ops import Operations, OpsError, ReplayPlan, build_filter, known_states
-from orchestrator.ops._filters import parse_workflow_id
+from orchestrator.ops import Operations, OpsError, ReplayPlan, build_filter, known_states, parse_workflow_id
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 FILTER_FIELDS = (

@@ -26,7 +26,13 @@ from orchestrator.ops._errors import (
     PlanChanged,
     ReasonRequired,
 )
-from orchestrator.ops._filters import WorkflowFilter, build_filter, known_states, parse_duration
+from orchestrator.ops._filters import (
+    WorkflowFilter,
+    build_filter,
+    known_states,
+    parse_duration,
+    parse_workflow_id,
+)
 from orchestrator.ops._operations import Operations, check_actor, check_reason, open_operations
 from orchestrator.ops._replay import CallPlan, ReplayPlan, WorkflowPlan
 from orchestrator.ops._tracing import enable_tracing, set_tracer, span
@@ -57,6 +63,7 @@ __all__ = [
     "known_states",
     "open_operations",
     "parse_duration",
+    "parse_workflow_id",
     "set_tracer",
     "span",
 ]

@@ -229,7 +229,7 @@ def retry_now_cmd(
 
 
 def _workflow_id(text: str) -> Any:
-    from orchestrator.ops._filters import parse_workflow_id  # noqa: PLC0415
+    from orchestrator.ops import parse_workflow_id  # noqa: PLC0415
 
     try:
         return parse_workflow_id(text)
