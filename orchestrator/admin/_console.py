@@ -19,7 +19,15 @@ from orchestrator.admin._auth import COOKIE, OPERATOR_COOKIE, TokenCheck
 from orchestrator.admin._diagram import state_diagram_svg, transitions_from
 from orchestrator.events import LineItemType
 from orchestrator.machines import is_settled, machine_for
-from orchestrator.ops import Operations, OpsError, ReplayPlan, build_filter, known_states, parse_workflow_id
+from orchestrator.ops import (
+    Operations,
+    OpsError,
+    ReplayPlan,
+    WorkflowFilter,
+    build_filter,
+    known_states,
+    parse_workflow_id,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 FILTER_FIELDS = (
@@ -139,18 +147,7 @@ async def workflows(request: Request) -> Response:
         return gate
     params = {k: v for k, v in request.query_params.items() if k in FILTER_FIELDS and v}
     try:
-        flt = build_filter(
-            states=[params["state"]] if "state" in params else None,
-            line_item_type=params.get("type"),
-            order_id=params.get("order_id"),
-            msisdn=params.get("msisdn"),
-            error_code=params.get("error_code"),
-            older_than=params.get("older_than"),
-            newer_than=params.get("newer_than"),
-            stuck_longer_than=params.get("stuck_longer_than"),
-            limit=int(params.get("limit", "100")) if params.get("limit", "100").isdigit() else 0,
-        )
-        result = await _ops(request).list(flt)
+        result = await _ops(request).list(_selection(params))
         counts = await _ops(request).counts()
     except OpsError as exc:
         return _error_page(exc)
@@ -384,7 +381,8 @@ async def order_page(request: Request, order_id: str) -> Response:
     return HTMLResponse(h.page(f"Order {order['order_id']}", body, flash=request.query_params.get("flash")))
 
 
-def _selection(form: dict[str, str]) -> Any:
+def _selection(form: dict[str, str]) -> WorkflowFilter:
+    """The filter a search or a form names (blank fields mean "any")."""
     limit = form.get("limit", "100")
     return build_filter(
         workflow_ids=[form["workflow_ids"]] if form.get("workflow_ids") else None,
