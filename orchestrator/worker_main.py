@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 
 from orchestrator import faults
-from orchestrator.engine import running_worker
 from orchestrator.logs import configure_logging, get_logger
 from orchestrator.settings import Settings
 from orchestrator.store import migrate
+from orchestrator.worker import Worker
 
 log = get_logger("orchestrator.run")
 
@@ -28,7 +27,7 @@ async def run_worker(settings: Settings, *, migrate_first: bool, worker_id: str 
     if migrate_first:
         report = await migrate(settings.database.url.get_secret_value())
         log.info("migrations", applied=report.applied, already_applied=len(report.already_applied))
-    async with running_worker(settings, worker_id=worker_id) as worker:
+    async with Worker(settings, worker_id=worker_id) as worker:
         log.info(
             "worker started",
             worker_id=worker.worker_id,
@@ -39,18 +38,8 @@ async def run_worker(settings: Settings, *, migrate_first: bool, worker_id: str 
             log.warning(
                 "webhook ingress disabled: set ORCHESTRATOR_WEBHOOK__API_KEY to receive provider events"
             )
-        async with contextlib.AsyncExitStack() as admin:
-            if settings.admin.token is not None:
-                # The admin API and console (issue #5), stopped before the worker on shutdown.
-                from orchestrator.admin import create_admin_app, serve_admin  # noqa: PLC0415
-
-                app = create_admin_app(
-                    settings=settings, token=settings.admin.token.get_secret_value(), worker=worker
-                )
-                url = await admin.enter_async_context(
-                    serve_admin(app, host=settings.admin.host, port=settings.admin.port)
-                )
-                log.info("admin API and console", url=url, console=f"{url}/console")
-            await stop.wait()
+        if worker.admin_url is not None:
+            log.info("admin API and console", url=worker.admin_url, console=f"{worker.admin_url}/console")
+        await stop.wait()
         log.info("stopping: finishing in-flight work", worker_id=worker.worker_id)
     log.info("stopped")

@@ -25,6 +25,7 @@ import asyncpg
 from orchestrator import faults
 from orchestrator.connect import ConnectClient, PreparedRequest, ProviderError, ProviderResponse
 from orchestrator.logs import get_logger
+from orchestrator.store import provider_calls
 
 log = get_logger(__name__)
 
@@ -76,30 +77,23 @@ async def prepare_intent(
     key = request.idempotency_key
     assert key is not None, "provider steps always carry an idempotency key"
     # The first attempt (the common case) costs one statement: the insert finds no earlier intent.
-    inserted = await conn.fetchval(
-        """INSERT INTO provider_calls
-               (workflow_id, order_id, step, generation, idempotency_key, method, path, body)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (idempotency_key) DO NOTHING RETURNING true""",
-        workflow_id,
-        order_id,
-        step,
-        generation,
-        key,
-        request.method,
-        request.path,
-        request.body,
+    inserted = await provider_calls.insert_intent(
+        conn,
+        workflow_id=workflow_id,
+        order_id=order_id,
+        step=step,
+        generation=generation,
+        idempotency_key=key,
+        method=request.method,
+        path=request.path,
+        body=request.body,
     )
     if inserted:
         return Send(request)
-    stored = await conn.fetchrow(
-        "SELECT method, path, body, status, response_status, response_body, first_sent_at "
-        "FROM provider_calls WHERE idempotency_key = $1",
-        key,
-    )
+    stored = await provider_calls.stored_call(conn, key)
     assert stored is not None, "the conflicting intent is there: provider_calls rows are never deleted"
     if stored["status"] in ("succeeded", "skipped"):
-        # `skipped`: an operator's replay found the effect already at the provider (see ops).
+        # `skipped`: reconciled as already applied (an operator's replay, or past the key window).
         return AlreadyDone(status=stored["response_status"], body=stored["response_body"])
     original = PreparedRequest(
         method=stored["method"], path=stored["path"], body=stored["body"], idempotency_key=key
@@ -136,32 +130,18 @@ async def record_outcome(conn: asyncpg.Connection, *, key: str, outcome: CallOut
             body = outcome.response.json()
         except ProviderError:
             body = {"unparsed": outcome.response.content[:2000].decode("utf-8", "replace")}
-    await conn.execute(
-        """UPDATE provider_calls SET status = $2, attempts = attempts + 1, response_status = $3,
-                  response_body = $4, error = $5, latency_ms = $6,
-                  first_sent_at = coalesce(first_sent_at, $7), last_sent_at = $7,
-                  completed_at = CASE WHEN $2 = 'succeeded' THEN $7 ELSE completed_at END
-           WHERE idempotency_key = $1""",
-        key,
-        status,
-        outcome.response.status if outcome.response else None,
-        body,
-        outcome.error.to_dict() if outcome.error else None,
-        outcome.latency_ms,
-        now,
+    await provider_calls.record_outcome(
+        conn,
+        idempotency_key=key,
+        status=status,
+        response_status=outcome.response.status if outcome.response else None,
+        response_body=body,
+        error=outcome.error.to_dict() if outcome.error else None,
+        latency_ms=outcome.latency_ms,
+        now=now,
     )
     if outcome.error is not None and outcome.error.code == "idempotency_key_mismatch":
         # A bug on our side: the same key went out with different bytes. Loud on purpose.
         log.error(
             "idempotency key mismatch: this is a bug", idempotency_key=key, error=outcome.error.to_dict()
         )
-
-
-async def mark_call(conn: asyncpg.Connection, *, key: str, status: str, now: datetime) -> None:
-    """Settle a call without sending it (reconciled as already applied, or superseded by a new key)."""
-    await conn.execute(
-        "UPDATE provider_calls SET status = $2, completed_at = $3 WHERE idempotency_key = $1",
-        key,
-        status,
-        now,
-    )

@@ -1,9 +1,10 @@
-"""CRM order events in: validated, deduplicated through the inbox, applied in one transaction.
+"""CRM order events in: deduplicated through the inbox and applied in one transaction.
 
-Each record's effect (new workflows, an amendment, a cancellation), its inbox row, its status
+Each event's effect (new workflows, an amendment, a cancellation), its inbox row, its status
 events and its timers commit together; the consumer commits the Kafka offset only afterwards. A
-redelivered event finds its inbox row and changes nothing. Anything invalid becomes a DeadLetter
-with a stable reason, and the consumer moves on.
+redelivered event finds its inbox row and changes nothing. An event that cannot apply (an unknown
+order, an order submitted twice) raises `EventRejected` with a stable reason, and the edge that
+delivered it dead-letters it.
 """
 
 from __future__ import annotations
@@ -16,30 +17,25 @@ import asyncpg
 
 from orchestrator import faults
 from orchestrator.engine._clock import Clock
-from orchestrator.engine._journal import (
-    ORDER_STEP,
-    insert_received,
-    lock_workflow,
-    record_change,
-    refresh_order_state,
-    save_workflow,
-    schedule,
-)
-from orchestrator.engine._rows import WorkflowRow
+from orchestrator.engine._errors import EventRejected
+from orchestrator.engine._transition import Journal, Move
 from orchestrator.events import (
     CrmEvent,
-    InvalidEventError,
     LineItem,
+    LineItemState,
     LineItemUpdatedEvent,
     OrderCancelledEvent,
+    OrderState,
     OrderSubmittedEvent,
-    decode_crm_event,
     line_item_payload,
 )
-from orchestrator.kafka import ConsumedRecord, DeadLetter
 from orchestrator.logs import get_logger
-from orchestrator.machines import Transitioned as _Moved
-from orchestrator.machines import TransitionNotAllowed, apply_event, initial_state, machine_for
+from orchestrator.machines import BEFORE_SUBMISSION_STATES, Transitioned, initial_state, machine_for
+from orchestrator.store import provider_calls
+from orchestrator.store import workflows as store
+from orchestrator.store.inbox import Delivery, record_once
+from orchestrator.store.rows import WorkflowContext, WorkflowRow
+from orchestrator.store.timers import TimerKind, schedule
 
 log = get_logger(__name__)
 
@@ -54,62 +50,47 @@ def split_secrets(item: LineItem) -> tuple[dict[str, Any], dict[str, Any] | None
 
 
 class CrmIntake:
-    """The handler the consumer calls for every record of the CRM topic."""
+    """Applies decoded CRM events (`orchestrator.events.decode_crm_event`)."""
 
     def __init__(self, *, pool: asyncpg.Pool, status_topic: str, clock: Clock) -> None:
         self._pool = pool
-        self._status_topic = status_topic
+        self._journal = Journal(status_topic=status_topic)
         self._clock = clock
 
-    async def __call__(self, record: ConsumedRecord) -> None:
-        try:
-            event = decode_crm_event(key=record.key, value=record.value, headers=record.headers)
-        except InvalidEventError as exc:
-            raise DeadLetter(reason=exc.reason.value, error=exc.dlq_error) from exc
+    async def apply(self, event: CrmEvent, *, delivery: Delivery) -> None:
         source, event_id = event.dedup_key
         async with self._pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                """INSERT INTO inbox (source, event_id, event_type, topic, partition, "offset")
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1""",
-                source,
-                event_id,
-                event.type,
-                record.topic,
-                record.partition,
-                record.offset,
+            fresh = await record_once(
+                conn, source=source, event_id=event_id, event_type=event.type, delivery=delivery
             )
             if not fresh:
                 log.info("duplicate event ignored", source=source, event_id=event_id, order_id=event.order_id)
                 return
             now = self._clock.now()
             cause = f"crm:{event_id}"
-            await self._apply(conn, event, now=now, cause=cause)
+            if isinstance(event, OrderSubmittedEvent):
+                await self._submitted(conn, event, now=now, cause=cause)
+            elif isinstance(event, LineItemUpdatedEvent):
+                await self._updated(conn, event, now=now, cause=cause)
+            elif isinstance(event, OrderCancelledEvent):
+                await self._cancelled(conn, event, now=now, cause=cause)
             faults.reach("intake.before_commit")
         faults.reach("intake.after_commit")
-
-    async def _apply(self, conn: asyncpg.Connection, event: CrmEvent, *, now: datetime, cause: str) -> None:
-        if isinstance(event, OrderSubmittedEvent):
-            await self._submitted(conn, event, now=now, cause=cause)
-        elif isinstance(event, LineItemUpdatedEvent):
-            await self._updated(conn, event, now=now, cause=cause)
-        elif isinstance(event, OrderCancelledEvent):
-            await self._cancelled(conn, event, now=now, cause=cause)
 
     async def _submitted(
         self, conn: asyncpg.Connection, event: OrderSubmittedEvent, *, now: datetime, cause: str
     ) -> None:
         data = event.data
-        created = await conn.fetchval(
-            """INSERT INTO orders (order_id, customer, metadata, state) VALUES ($1, $2, $3, 'in_progress')
-               ON CONFLICT DO NOTHING RETURNING 1""",
-            data.order_id,
-            data.customer.model_dump(mode="json", by_alias=True, exclude_none=True),
-            data.metadata or {},
+        created = await store.insert_order(
+            conn,
+            order_id=data.order_id,
+            customer=data.customer.model_dump(mode="json", by_alias=True, exclude_none=True),
+            metadata=data.metadata or {},
+            state=OrderState.IN_PROGRESS,
         )
         if not created:
-            raise DeadLetter(
-                reason="duplicate_order",
-                error=f"order {data.order_id} was already submitted under another event id",
+            raise EventRejected(
+                "duplicate_order", f"order {data.order_id} was already submitted under another event id"
             )
         rows = []
         for item in data.line_items:
@@ -125,7 +106,7 @@ class CrmIntake:
                     state=initial_state(machine),
                     spec=spec,
                     secrets=secrets,
-                    context={},
+                    context=WorkflowContext(),
                     generation=0,
                     sequence=0,
                     version=0,
@@ -134,32 +115,28 @@ class CrmIntake:
                     attempts=0,
                 )
             )
-        # each with its `received` event and its first step
-        await insert_received(conn, rows, cause=cause, now=now, status_topic=self._status_topic)
-        await schedule(conn, kind=ORDER_STEP, order_id=data.order_id, due_at=now)
-        await refresh_order_state(conn, data.order_id, now=now, status_topic=self._status_topic)
+        await self._journal.received(conn, rows, cause=cause, now=now)
+        await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=data.order_id, due_at=now)
+        await self._journal.refresh_order(conn, data.order_id, now=now)
         log.info("order accepted", order_id=data.order_id, line_items=len(data.line_items))
 
     async def _workflow_ids(
         self, conn: asyncpg.Connection, order_id: str, line_item_ids: list[str] | None
     ) -> list[uuid.UUID]:
-        # The order row first: every writer locks order, then workflow (see _steps.py).
-        await conn.execute("SELECT 1 FROM orders WHERE order_id = $1 FOR UPDATE", order_id)
-        rows = await conn.fetch(
-            "SELECT workflow_id, line_item_id FROM workflows WHERE order_id = $1 ORDER BY line_item_id",
-            order_id,
-        )
+        # The order row first: every writer locks order, then workflow.
+        await store.lock_order(conn, order_id)
+        rows = await store.order_items(conn, order_id)
         if not rows:
-            raise DeadLetter(reason="unknown_order", error=f"no order {order_id} was ever submitted")
+            raise EventRejected("unknown_order", f"no order {order_id} was ever submitted")
         # Timers are always touched in workflow id order (here, in steps and in provider-event
         # intake), so concurrent transactions cannot deadlock on them.
         if line_item_ids is None:
-            return sorted(r["workflow_id"] for r in rows)
+            return [r["workflow_id"] for r in rows]
         known = {r["line_item_id"]: r["workflow_id"] for r in rows}
         missing = sorted(set(line_item_ids) - set(known))
         if missing:
-            raise DeadLetter(
-                reason="unknown_line_item", error=f"order {order_id} has no line item(s) {', '.join(missing)}"
+            raise EventRejected(
+                "unknown_line_item", f"order {order_id} has no line item(s) {', '.join(missing)}"
             )
         return sorted(known[i] for i in line_item_ids)
 
@@ -168,115 +145,71 @@ class CrmIntake:
     ) -> None:
         data = event.data
         (workflow_id,) = await self._workflow_ids(conn, data.order_id, [data.line_item.line_item_id])
-        row = await lock_workflow(conn, workflow_id)
+        row = await store.lock_workflow(conn, workflow_id)
         assert row is not None
         if str(data.line_item.type) != row.line_item_type:
-            raise DeadLetter(
-                reason="invalid_data",
-                error=f"line item {row.line_item_id} is a {row.line_item_type}; an update cannot change it",
+            raise EventRejected(
+                "invalid_data",
+                f"line item {row.line_item_id} is a {row.line_item_type}; an update cannot change it",
             )
         previous = row.current
         # The order step submits once every item awaits submission; an amendment that moved an item
         # back while that submit is on its way would leave the item outside a submitted order. The
         # order row is locked here and by the order step, so the submit intent is either stored
         # (refuse) or not (amend; the order step then waits for the item again).
-        outcome = (
-            TransitionNotAllowed(
-                event="amend",
-                state=previous,
-                reason="the provider order is already being submitted: the line item can no longer change",
-            )
-            if previous in _BEFORE_SUBMISSION and await _submission_started(conn, row.order_id)
-            else apply_event(
-                line_item_type=row.line_item_type,
-                definition_version=row.definition_version,
-                model=row,
-                event="amend",
-            )
-        )
-        if not isinstance(outcome, _Moved):
-            log.warning(
-                "amendment refused",
-                order_id=row.order_id,
-                line_item_id=row.line_item_id,
-                state=previous,
-                reason=outcome.reason,
-            )
-            # Kept on the workflow so `workflows show` tells the operator the CRM tried.
-            refused = row.context.setdefault("refused_amendments", [])
-            refused.append(
-                {"cause": cause, "state": previous, "reason": outcome.reason, "at": now.isoformat()}
-            )
-            await save_workflow(conn, row)
-            return
-        row.spec, row.secrets = split_secrets(data.line_item)
-        row.generation += 1
-        row.attempts = 0
-        row.error = None
-        if outcome.changed:
-            row.context.pop("lease_checked", None)
-            await record_change(
-                conn,
+        if previous in BEFORE_SUBMISSION_STATES and await provider_calls.submission_started(
+            conn, row.order_id
+        ):
+            self._refuse_amendment(
                 row,
-                event="amend",
-                previous=previous,
-                cause=cause,
-                now=now,
-                status_topic=self._status_topic,
+                cause,
+                "the provider order is already being submitted: the line item can no longer change",
+                now,
             )
-        else:
-            row.context["porting_update_due"] = True
-        await save_with_step(conn, row, now=now)
-        await schedule(conn, kind=ORDER_STEP, order_id=row.order_id, due_at=now)
-        await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
+            await store.save(conn, row)
+            return
+        spec, secrets = split_secrets(data.line_item)
+        outcome = self._journal.fire(row, Move("amend"))
+        if not isinstance(outcome, Transitioned):
+            self._refuse_amendment(row, cause, outcome.reason, now)
+            await store.save(conn, row)
+            return
+        row.spec, row.secrets = spec, secrets
+        row.generation += 1
+        if not outcome.changed:
+            row.context.porting_update_due = True
+        await self._journal.commit(conn, row, outcome, now=now, cause=cause, step_due=now, wake_order=True)
+
+    @staticmethod
+    def _refuse_amendment(row: WorkflowRow, cause: str, reason: str, now: datetime) -> None:
+        log.warning(
+            "amendment refused",
+            order_id=row.order_id,
+            line_item_id=row.line_item_id,
+            state=row.current,
+            reason=reason,
+        )
+        # Kept on the workflow so `workflows show` tells the operator the CRM tried.
+        row.context.refused_amendments.append(
+            {"cause": cause, "state": row.current, "reason": reason, "at": now.isoformat()}
+        )
 
     async def _cancelled(
         self, conn: asyncpg.Connection, event: OrderCancelledEvent, *, now: datetime, cause: str
     ) -> None:
         data = event.data
-        ids = await self._workflow_ids(conn, data.order_id, data.line_item_ids)
-        for workflow_id in ids:
-            row = await lock_workflow(conn, workflow_id)
+        for workflow_id in await self._workflow_ids(conn, data.order_id, data.line_item_ids):
+            row = await store.lock_workflow(conn, workflow_id)
             assert row is not None
-            previous = row.current
-            outcome = apply_event(
-                line_item_type=row.line_item_type,
-                definition_version=row.definition_version,
-                model=row,
-                event="cancel",
+            if row.current == LineItemState.CANCELLING:
+                continue  # already compensating: a second cancel changes nothing
+            context = {"cancel_reason": str(data.reason), "cancel_comment": data.comment or None}
+            await self._journal.transition(
+                conn,
+                row,
+                Move("cancel", context=context),
+                now=now,
+                cause=cause,
+                details={"reason": str(data.reason)},
             )
-            if isinstance(outcome, _Moved) and outcome.changed:
-                row.context["cancel_reason"] = str(data.reason)
-                if data.comment:
-                    row.context["cancel_comment"] = data.comment
-                await record_change(
-                    conn,
-                    row,
-                    event="cancel",
-                    previous=previous,
-                    cause=cause,
-                    now=now,
-                    status_topic=self._status_topic,
-                    details={"reason": str(data.reason)},
-                )
-                await save_with_step(conn, row, now=now)
-        await refresh_order_state(conn, data.order_id, now=now, status_topic=self._status_topic)
-
-
-_BEFORE_SUBMISSION = ("received", "number_leased", "awaiting_submission")
-
-
-async def _submission_started(conn: asyncpg.Connection, order_id: str) -> bool:
-    started: bool = await conn.fetchval(
-        """SELECT o.submitted_at IS NOT NULL OR EXISTS (
-               SELECT 1 FROM provider_calls c
-               WHERE c.order_id = o.order_id AND c.step = 'submit_order' AND c.workflow_id IS NULL
-                 AND c.status NOT IN ('failed', 'rekeyed'))
-           FROM orders o WHERE o.order_id = $1""",
-        order_id,
-    )
-    return started
-
-
-async def save_with_step(conn: asyncpg.Connection, row: WorkflowRow, *, now: datetime) -> None:
-    await save_workflow(conn, row, next_step_at=now)
+        await self._journal.refresh_order(conn, data.order_id, now=now)

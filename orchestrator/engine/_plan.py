@@ -1,36 +1,27 @@
 """What a workflow should do next: pure decisions from its row, its order and provider snapshots.
 
-No I/O here, so every rule is unit-testable; `_steps.py` runs the plans under the row lock.
+No I/O here, so every rule is unit-testable; `_steps.py` runs the plans under the row lock. Every
+provider request is built by `connect.Requests`, which escapes ids into path segments and keeps
+idempotency keys within the provider's limit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from orchestrator.connect import PreparedRequest, canonical_json
-from orchestrator.engine._rows import OrderRow, WorkflowRow
+from orchestrator.connect import PreparedRequest, Requests, bounded_key
+from orchestrator.engine._transition import Move
+from orchestrator.events import LineItemState
+from orchestrator.machines import ONE_OFF_ITEM_TYPES, POLLING_STATES, is_settled
+from orchestrator.store.rows import OrderRow, WorkflowRow
 
-# Line items of these types complete (one-off) rather than activate.
-ONE_OFF_TYPES = frozenset({"TOP_UP", "EXTERNAL_PRODUCT", "EXTERNAL_ITEM"})
 # CRM-only fields that are not part of the Connect line item shape.
 CRM_ONLY_FIELDS = frozenset({"leaseExpiresAt"})
 
-
-# States whose next step reads the provider (`Poll`): the only ones a provider event can move on.
-# (`cancelling` polls once its order was submitted.)
-POLLING_STATES = ("submitted", "porting_pending", "temp_number_active", "activation_scheduled", "cancelling")
-
-
-@dataclass(frozen=True)
-class Move:
-    """Fire `event` on the machine; merge `context` into the row; `error` for `fail`."""
-
-    event: str
-    context: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
+S = LineItemState
 
 
 @dataclass(frozen=True)
@@ -63,11 +54,13 @@ Plan = Move | Wait | Call | Poll
 
 def step_key(row: WorkflowRow, step: str) -> str:
     """Deterministic idempotency key: the same (workflow, step, generation) always maps to it."""
-    return f"wf-{row.workflow_id}-{step}-g{row.generation}"
+    return bounded_key(f"wf-{row.workflow_id}-{step}-g{row.generation}")
 
 
 def order_key(order: OrderRow, step: str) -> str:
-    return f"order-{order.order_id}-{step}-g{order.generation}"
+    """As `step_key`, for the order's own calls. CRM order ids are free text of any length; past
+    the provider's 256 characters the key is shortened deterministically (`bounded_key`)."""
+    return bounded_key(f"order-{order.order_id}-{step}-g{order.generation}")
 
 
 def provider_line_item(row: WorkflowRow) -> dict[str, Any]:
@@ -92,7 +85,7 @@ def _fail(code: str, message: str, step: str, *, retryable: bool = False, **extr
 def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # noqa: PLR0911 - one rule per state
     """The next step of a line item workflow in its current state."""
     state = row.current
-    if state in ("received", "number_leased"):
+    if state in (S.RECEIVED, S.NUMBER_LEASED):
         if row.spec.get("leaseToken") and lease_expired(row, now):
             return _fail(
                 "lease_expired",
@@ -100,7 +93,7 @@ def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # n
                 "before the order could be submitted; send crm.order.line_item.updated with a fresh lease",
                 "lease_check",
             )
-        if state == "received" and row.spec.get("leaseToken"):
+        if state == S.RECEIVED and row.spec.get("leaseToken"):
             return Move("lease_confirmed", context={"msisdn": row.spec.get("msisdn")})
         if order.provider_order_id is None:
             return Wait(None)  # the order step creates the provider order, then pokes us
@@ -111,23 +104,19 @@ def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # n
                 "add_item",
             )
         body = provider_line_item(row)
-        if row.context.get("item_added"):
-            path = f"/orders/{order.provider_order_id}/line-items/{row.line_item_id}"
-            request = PreparedRequest(
-                method="PUT",
-                path=path,
-                body=canonical_json({"lineItem": body}),
+        if row.context.item_added:
+            request = Requests.update_line_item(
+                order.provider_order_id,
+                body,
+                line_item_id=row.line_item_id,
                 idempotency_key=step_key(row, "update_item"),
             )
             return Call("update_item", request, lambda _: Move("item_added", context={"item_added": True}))
-        request = PreparedRequest(
-            method="POST",
-            path=f"/orders/{order.provider_order_id}/line-items",
-            body=canonical_json(body),
-            idempotency_key=step_key(row, "add_item"),
+        request = Requests.add_line_item(
+            order.provider_order_id, body, idempotency_key=step_key(row, "add_item")
         )
         return Call("add_item", request, lambda _: Move("item_added", context={"item_added": True}))
-    if state == "awaiting_submission":
+    if state == S.AWAITING_SUBMISSION:
         if lease_expired(row, now):
             return _fail(
                 "lease_expired",
@@ -139,43 +128,38 @@ def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # n
             # Wake at the lease's expiry: if the order is still not submitted then, fail clearly.
             return Wait(max(0.0, (datetime.fromisoformat(expires) - now).total_seconds()))
         return Wait(None)  # the order step submits once every item is in
-    if state in POLLING_STATES and state != "cancelling":
+    if state in POLLING_STATES and state != S.CANCELLING:
         assert order.provider_order_id is not None
         return Poll(
             provider_order_id=order.provider_order_id,
-            subscription_id=row.context.get("subscription_id"),
+            subscription_id=row.context.subscription_id,
             porting=bool(row.spec.get("porting")),
         )
-    if state == "cancelling":
+    if state == S.CANCELLING:
         return _plan_compensation(row, order)
     return Wait(None)  # activated, completed, cancelled, failed: nothing until an operator acts
 
 
 def _plan_compensation(row: WorkflowRow, order: OrderRow) -> Plan:
     """Undo what the provider has for this item. A lease needs nothing: it lapses by itself."""
-    subscription_id = row.context.get("subscription_id")
+    subscription_id = row.context.subscription_id
     if subscription_id:
         # The CRM's reasons are Connect's own enum, so they pass straight through.
         body = {
             "when": "CancelNextDay",
-            "reason": row.context.get("cancel_reason") or "OTHER",
-            "comment": row.context.get("cancel_comment") or "cancelled by the CRM order",
+            "reason": row.context.cancel_reason or "OTHER",
+            "comment": row.context.cancel_comment or "cancelled by the CRM order",
         }
-        request = PreparedRequest(
-            method="POST",
-            path=f"/subscriptions/{subscription_id}/cancel",
-            body=canonical_json(body),
-            idempotency_key=step_key(row, "cancel_subscription"),
+        request = Requests.cancel_subscription(
+            subscription_id, body, idempotency_key=step_key(row, "cancel_subscription")
         )
         return Call("cancel_subscription", request, lambda _: Move("compensated"))
     if order.submitted_at is not None and order.provider_order_id:
         # Submitted: the subscription may exist already; find it before deciding.
         return Poll(provider_order_id=order.provider_order_id, subscription_id=None, porting=False)
-    if row.context.get("item_added") and order.provider_order_id:
-        request = PreparedRequest(
-            method="DELETE",
-            path=f"/orders/{order.provider_order_id}/line-items/{row.line_item_id}",
-            idempotency_key=step_key(row, "remove_item"),
+    if row.context.item_added and order.provider_order_id:
+        request = Requests.remove_line_item(
+            order.provider_order_id, row.line_item_id, idempotency_key=step_key(row, "remove_item")
         )
         return Call("remove_item", request, lambda _: Move("compensated"))
     return Move("compensated")
@@ -210,7 +194,7 @@ def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, now: datetime) -> 
     if snap.subscription is not None:
         ctx["subscription_id"] = snap.subscription.get("subscriptionId")
     order_state = (snap.order or {}).get("state")
-    if row.current == "cancelling":
+    if row.current == S.CANCELLING:
         if snap.subscription is not None:
             # Remember the id (a context-only Move), so that the next plan cancels the subscription;
             # a bare Wait(0) would forget it and poll again at once, forever.
@@ -218,7 +202,7 @@ def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, now: datetime) -> 
         return Move("compensated") if order_state in ("CANCELLED", "EXPIRED") else _again(row, now)
     if row.line_item_type != "SUBSCRIPTION":
         if order_state == "COMPLETED":
-            return Move("complete" if row.line_item_type in ONE_OFF_TYPES else "activate")
+            return Move("complete" if row.line_item_type in ONE_OFF_ITEM_TYPES else "activate")
         return _order_gone(order_state) or _again(row, now)
     if snap.subscription is None:
         return _order_gone(order_state) or _again(row, now)
@@ -230,7 +214,7 @@ def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, now: datetime) -> 
         decision = _decide_plain(row, snap.subscription, ctx, today=today)
     if decision is not None:
         return decision
-    if ctx and not row.context.get("subscription_id"):
+    if ctx and not row.context.subscription_id:
         return Move("", ctx)  # remember the subscription id (no transition)
     return _again(row, now)
 
@@ -238,9 +222,9 @@ def decide_from_snapshot(row: WorkflowRow, snap: Snapshot, *, now: datetime) -> 
 def _again(row: WorkflowRow, now: datetime) -> Wait:
     """When to look again. Waiting for a date, sleep until it (at most an hour at a time, so a
     moved date is noticed); otherwise back off. A webhook moves the next look to now anyway."""
-    delay = poll_delay(int(row.context.get("polls", 0)))
-    wanted = row.context.get("scheduled_activation_date")
-    if row.current == "activation_scheduled" and wanted:
+    delay = poll_delay(row.context.polls)
+    wanted = row.context.scheduled_activation_date
+    if row.current == S.ACTIVATION_SCHEDULED and wanted:
         until = (datetime.combine(date.fromisoformat(wanted), time.min, tzinfo=UTC) - now).total_seconds()
         delay = max(delay, min(until, 3600.0))
     return Wait(delay)
@@ -254,7 +238,7 @@ def _order_gone(order_state: Any) -> Move | None:
 
 def _deferred(row: WorkflowRow, ctx: dict[str, Any], today: date) -> Move | None:
     wanted = row.spec.get("scheduleActivationAt")
-    if wanted and date.fromisoformat(wanted) > today and row.current != "activation_scheduled":
+    if wanted and date.fromisoformat(wanted) > today and row.current != S.ACTIVATION_SCHEDULED:
         return Move("activation_deferred", context={**ctx, "scheduled_activation_date": wanted})
     return None
 
@@ -262,7 +246,7 @@ def _deferred(row: WorkflowRow, ctx: dict[str, Any], today: date) -> Move | None
 def _decide_plain(row: WorkflowRow, sub: dict[str, Any], ctx: dict[str, Any], *, today: date) -> Move | None:
     if sub.get("status") == "ACTIVATED":
         return Move("activate", context={**ctx, "msisdn": sub.get("msisdn")})
-    return _deferred(row, ctx, today) if row.current == "submitted" else None
+    return _deferred(row, ctx, today) if row.current == S.SUBMITTED else None
 
 
 def _decide_port(
@@ -271,7 +255,7 @@ def _decide_port(
     ported = row.spec.get("msisdn")
     port_status = (porting or {}).get("status")
     status, msisdn = sub.get("status"), sub.get("msisdn")
-    if row.current == "submitted":
+    if row.current == S.SUBMITTED:
         return Move("port_requested", context=ctx)  # reported even if the port has already failed
     if port_status == "FAILED":
         message = "the provider reports the port-in failed; correct the porting details and replay"
@@ -279,7 +263,7 @@ def _decide_port(
     if port_status == "COMPLETED" and status == "ACTIVATED" and msisdn == ported:
         return Move("activate", context={**ctx, "msisdn": msisdn, "temporary_msisdn": None})
     if (
-        row.current == "porting_pending"
+        row.current == S.PORTING_PENDING
         and row.spec.get("tempNumber")
         and status == "ACTIVATED"
         and msisdn != ported
@@ -288,6 +272,48 @@ def _decide_port(
             "temp_number_activated",
             context={**ctx, "msisdn": msisdn, "temporary_msisdn": msisdn, "ported_msisdn": ported},
         )
-    if row.current == "porting_pending" and port_status == "COMPLETED":
+    if row.current == S.PORTING_PENDING and port_status == "COMPLETED":
         return _deferred(row, ctx, today)
+    return None
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    """What the order step needs to know of one of its line items."""
+
+    state: str
+    item_added: bool
+
+
+def plan_order(order: OrderRow, items: list[OrderItem]) -> tuple[str, PreparedRequest] | None:
+    """The order's next provider call: create it once an item is live, submit it once every live
+    item is in it, cancel it once every item is cancelled and one had been added. None: nothing."""
+    states = [item.state for item in items]
+    live = [s for s in states if not is_settled(s) and s != S.CANCELLING]
+    if order.provider_order_id is None:
+        if not live:
+            return None
+        body = {
+            "customer": order.customer,
+            "lineItems": [],
+            "metadata": {**order.metadata, "crmOrderId": order.order_id},
+        }
+        return "create_order", Requests.create_order(body, idempotency_key=order_key(order, "create_order"))
+    if order.submitted_at is None and live and all(s == S.AWAITING_SUBMISSION for s in live):
+        request = Requests.submit_order(
+            order.provider_order_id, {}, idempotency_key=order_key(order, "submit_order")
+        )
+        return "submit_order", request
+    if (
+        order.submitted_at is None
+        and order.cancelled_at is None
+        and any(item.item_added for item in items)
+        and all(s == S.CANCELLED for s in states)
+    ):
+        request = Requests.cancel_order(
+            order.provider_order_id,
+            {"reason": "CRM order cancelled"},
+            idempotency_key=order_key(order, "cancel_order"),
+        )
+        return "cancel_order", request
     return None

@@ -24,11 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from orchestrator.connect import ConnectClient, PreparedRequest, ProviderError, ProviderNotFound
+from orchestrator.connect import (
+    ConnectClient,
+    PreparedRequest,
+    ProviderError,
+    ProviderNotFound,
+    Requests,
+    parse_path,
+)
 from orchestrator.engine._calls import KEY_WINDOW, KEY_WINDOW_MARGIN
 from orchestrator.errors import OrchestratorError
-
-UNSETTLED = ("intent", "retrying", "failed")
 
 
 class ProviderReadFailed(OrchestratorError):
@@ -52,9 +57,10 @@ class Action(enum.StrEnum):
 
 
 class ProviderReader(Protocol):
-    """GETs against the provider. `None` for 404; `ProviderReadFailed` when state is unknowable."""
+    """GETs against the provider (a `Requests.get_*` request). `None` for 404; `ProviderReadFailed`
+    when state is unknowable."""
 
-    async def get(self, path: str) -> dict[str, Any] | None: ...
+    async def get(self, request: PreparedRequest) -> dict[str, Any] | None: ...
 
 
 class ConnectReader:
@@ -64,11 +70,10 @@ class ConnectReader:
         self._client = client
         self._timeout_s = timeout_s
 
-    async def get(self, path: str) -> dict[str, Any] | None:
+    async def get(self, request: PreparedRequest) -> dict[str, Any] | None:
+        path = request.path
         try:
-            response = await self._client.send(
-                PreparedRequest(method="GET", path=path), timeout_s=self._timeout_s
-            )
+            response = await self._client.send(request, timeout_s=self._timeout_s)
         except ProviderError as exc:
             raise ProviderReadFailed(f"GET {path}: {exc.message}", path=path, cause=exc.code) from exc
         if isinstance(response.error, ProviderNotFound):
@@ -174,14 +179,9 @@ def decide(call: CallFacts, evidence: Evidence, *, now: datetime) -> Decision:
     return Decision(Action.BLOCKED, f"provider state unknown ({evidence.note}) and a resend is not safe")
 
 
-def _order_id_from(path: str) -> str | None:
-    parts = path.strip("/").split("/")
-    return parts[1] if len(parts) >= 2 and parts[0] == "orders" else None
-
-
-def _subscription_id_from(path: str) -> str | None:
-    parts = path.strip("/").split("/")
-    return parts[1] if len(parts) >= 2 and parts[0] == "subscriptions" else None
+def _id_from(path: str, collection: str) -> str | None:
+    parts = parse_path(path)
+    return parts[1] if len(parts) >= 2 and parts[0] == collection else None
 
 
 def _line_item(order: dict[str, Any], line_item_id: str | None) -> dict[str, Any] | None:
@@ -209,8 +209,9 @@ async def check_effect(reader: ProviderReader, call: CallFacts, *, provider_orde
         if call.step == "create_order":
             if provider_order_id is None:
                 return Evidence(None, "no provider order id is known to look up")
-            order = await reader.get(f"/orders/{provider_order_id}")
-            return Evidence(order is not None, f"GET /orders/{provider_order_id}", order)
+            request = Requests.get_order(provider_order_id)
+            order = await reader.get(request)
+            return Evidence(order is not None, f"GET {request.path}", order)
         if call.step in _ORDER_STEPS:
             return await _order_effect(reader, call)
         if call.step == "cancel_subscription":
@@ -224,10 +225,10 @@ _ORDER_STEPS = frozenset({"add_item", "update_item", "remove_item", "submit_orde
 
 
 async def _order_effect(reader: ProviderReader, call: CallFacts) -> Evidence:  # noqa: PLR0911 - one rule per step
-    order_id = _order_id_from(call.path)
+    order_id = _id_from(call.path, "orders")
     if order_id is None:
         return Evidence(None, f"no order id in {call.path}")
-    order = await reader.get(f"/orders/{order_id}")
+    order = await reader.get(Requests.get_order(order_id))
     if order is None:
         return Evidence(False, f"provider order {order_id} not found")
     state = order.get("state")
@@ -245,10 +246,10 @@ async def _order_effect(reader: ProviderReader, call: CallFacts) -> Evidence:  #
 
 
 async def _subscription_effect(reader: ProviderReader, call: CallFacts) -> Evidence:
-    subscription_id = _subscription_id_from(call.path)
+    subscription_id = _id_from(call.path, "subscriptions")
     if subscription_id is None:
         return Evidence(None, f"no subscription id in {call.path}")
-    sub = await reader.get(f"/subscriptions/{subscription_id}")
+    sub = await reader.get(Requests.get_subscription(subscription_id))
     if sub is None:
         return Evidence(None, f"subscription {subscription_id} not found")
     pending = (sub.get("pendingStatus") or {}).get("status")

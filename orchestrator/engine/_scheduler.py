@@ -22,65 +22,12 @@ from typing import Any
 
 import asyncpg
 
-from orchestrator.engine._journal import ORDER_STEP, STEP
 from orchestrator.errors import OrchestratorError
 from orchestrator.logs import get_logger
 from orchestrator.store import connect
+from orchestrator.store.timers import TIMERS_CHANNEL, Claims, TimerKind
 
 log = get_logger(__name__)
-
-_CLAIM = """
-WITH finished AS (
-    -- steps this worker finished since the last claim: deleted here rather than one by one
-    DELETE FROM timers WHERE id = ANY($4::bigint[]) AND claimed_by = $1
-),
-live AS (SELECT worker_id FROM workers WHERE last_seen > now() - $3::interval),
--- Two index scans, not one OR: with a backlog of 100k due timers the OR sorted them all on every
--- claim (30 ms). Dead workers' claims (few) are taken over first, then due timers in due order.
-stale AS (
-    SELECT id FROM timers
-    WHERE fired_at IS NOT NULL AND claimed_by IS DISTINCT FROM $1
-      AND claimed_by NOT IN (SELECT worker_id FROM live)
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-),
-fresh AS (
-    SELECT id FROM timers
-    WHERE fired_at IS NULL AND due_at <= now()
-    ORDER BY due_at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-),
-due AS (SELECT id FROM stale UNION ALL SELECT id FROM fresh),
-claimed AS (
-    UPDATE timers t SET fired_at = now(), claimed_by = $1
-    FROM due WHERE t.id = due.id
-    -- a step's order (it never changes) rides along, sparing the step a lookup
-    RETURNING t.id, t.workflow_id, t.kind,
-              coalesce(t.order_id, (SELECT w.order_id FROM workflows w WHERE w.workflow_id = t.workflow_id))
-                  AS order_id
-)
-SELECT id, workflow_id, order_id, kind, NULL::float8 AS next_due_s FROM claimed
-UNION ALL
-SELECT NULL, NULL, NULL, NULL,
-       (SELECT extract(epoch FROM min(due_at) - now())::float8 FROM timers
-        WHERE fired_at IS NULL AND due_at > now())
-"""
-# A worker restarted under the same id (a StatefulSet pod, a systemd instance) frees what its
-# previous incarnation had claimed at once instead of never (claims of a live id are never taken
-# over). A claim with a pending twin, or with an older claimed twin, just goes: the twin runs the
-# step; the rest go back to pending, due now.
-_RELEASE_PREVIOUS = """
-WITH gone AS (
-    DELETE FROM timers t
-    WHERE t.claimed_by = $1 AND t.fired_at IS NOT NULL
-      AND EXISTS (SELECT 1 FROM timers p WHERE p.target = t.target AND p.kind = t.kind AND p.id <> t.id
-                  AND (p.fired_at IS NULL OR (p.claimed_by = $1 AND p.id < t.id)))
-    RETURNING t.id
-)
-UPDATE timers SET fired_at = NULL, claimed_by = NULL
-WHERE claimed_by = $1 AND fired_at IS NOT NULL AND id NOT IN (SELECT id FROM gone)
-"""
 
 
 class _State(enum.Enum):
@@ -105,7 +52,7 @@ class Scheduler:
         idle_poll_s: float = 1.0,
         min_claim_interval_s: float = 0.01,
     ) -> None:
-        self._pool = pool
+        self._claims = Claims(pool, worker_id=worker_id)
         self._database_url = database_url
         self._run_workflow_step = run_workflow_step
         self._run_order_step = run_order_step
@@ -133,11 +80,7 @@ class Scheduler:
     async def start(self) -> None:
         if self._state is not _State.NEW:
             raise OrchestratorError(f"scheduler is {self._state.value}; it starts once")
-        await self._pool.execute(
-            "INSERT INTO workers (worker_id) VALUES ($1) "
-            "ON CONFLICT (worker_id) DO UPDATE SET last_seen = now()",
-            self.worker_id,
-        )
+        await self._claims.register()
         await self._release_previous_claims()
         self._state = _State.RUNNING
         self._tasks = [
@@ -161,16 +104,10 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await self._delete_finished()
-            # Unfinished claims go back to pending now, rather than after dead_after_s.
-            await self._pool.execute(
-                "UPDATE timers SET fired_at = NULL, claimed_by = NULL WHERE claimed_by = $1 "
-                "AND NOT EXISTS (SELECT 1 FROM timers p "
-                "WHERE p.target = timers.target AND p.kind = timers.kind "
-                "AND p.fired_at IS NULL)",
-                self.worker_id,
-            )
-            await self._pool.execute("DELETE FROM workers WHERE worker_id = $1", self.worker_id)
+            finished, self._finished = self._finished, []
+            await self._claims.delete(finished)
+            await self._claims.release_all()
+            await self._claims.unregister()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -185,27 +122,16 @@ class Scheduler:
     async def _release_previous_claims(self) -> None:
         for _ in range(3):  # a concurrent schedule() may add a pending twin in between: try again
             try:
-                await self._pool.execute(_RELEASE_PREVIOUS, self.worker_id)
+                await self._claims.release_previous()
                 return
             except asyncpg.UniqueViolationError:
                 await asyncio.sleep(0.05)
         log.warning("claims of a previous run stay until another worker takes them", worker_id=self.worker_id)
 
-    async def _delete_finished(self) -> None:
-        finished, self._finished = self._finished, []
-        if finished:
-            await self._pool.execute(
-                "DELETE FROM timers WHERE id = ANY($1::bigint[]) AND claimed_by = $2",
-                finished,
-                self.worker_id,
-            )
-
     async def _heartbeat(self) -> None:
         while self._state is _State.RUNNING:
             try:
-                await self._pool.execute(
-                    "UPDATE workers SET last_seen = now() WHERE worker_id = $1", self.worker_id
-                )
+                await self._claims.heartbeat()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("heartbeat failed", error=str(exc))
             await asyncio.sleep(self._heartbeat_s)
@@ -216,7 +142,7 @@ class Scheduler:
         while self._state is _State.RUNNING:
             try:
                 self._listener = await connect(self._database_url)
-                await self._listener.add_listener("timers", self._on_notify)
+                await self._listener.add_listener(TIMERS_CHANNEL, self._on_notify)
                 delay = 0.5
                 while self._state is _State.RUNNING and not self._listener.is_closed():  # noqa: ASYNC110
                     await asyncio.sleep(1.0)
@@ -240,7 +166,9 @@ class Scheduler:
             finished, self._finished = self._finished, []
             try:
                 await self._retry_releases()
-                rows = await self._pool.fetch(_CLAIM, self.worker_id, self._batch, self._dead_after, finished)
+                rows = await self._claims.claim(
+                    batch=self._batch, dead_after=self._dead_after, finished=finished
+                )
             except Exception as exc:  # any: if this loop died, heartbeats would keep our claims ours forever
                 log.warning("claiming timers failed", error=repr(exc))
                 self._finished.extend(finished)  # deleted with a later claim
@@ -262,9 +190,9 @@ class Scheduler:
 
     async def _run(self, timer: asyncpg.Record) -> None:
         try:
-            if timer["kind"] == STEP:
+            if timer["kind"] == TimerKind.STEP:
                 await self._run_workflow_step(timer["workflow_id"], timer["order_id"])
-            elif timer["kind"] == ORDER_STEP:
+            elif timer["kind"] == TimerKind.ORDER_STEP:
                 await self._run_order_step(timer["order_id"])
             self._finished.append(timer["id"])  # deleted with the next claim, in its statement
             self.steps_run += 1
@@ -291,12 +219,4 @@ class Scheduler:
             self._unreleased.discard(timer_id)
 
     async def _release(self, timer_id: int) -> None:
-        """Put a failed step back, a little later; if a newer pending timer exists, this one goes."""
-        try:
-            await self._pool.execute(
-                "UPDATE timers SET fired_at = NULL, claimed_by = NULL, due_at = now() + interval '1 second' "
-                "WHERE id = $1",
-                timer_id,
-            )
-        except asyncpg.UniqueViolationError:
-            await self._pool.execute("DELETE FROM timers WHERE id = $1", timer_id)
+        await self._claims.release(timer_id)

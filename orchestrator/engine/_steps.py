@@ -24,43 +24,38 @@ import asyncpg
 import structlog
 
 from orchestrator import faults
-from orchestrator.connect import ConnectClient, PreparedRequest, canonical_json
+from orchestrator.connect import ConnectClient, PreparedRequest, ProviderError, Requests
 from orchestrator.engine._calls import (
     AlreadyDone,
     CallOutcome,
     KeyWindowPassed,
-    mark_call,
     prepare_intent,
     record_outcome,
     send,
 )
 from orchestrator.engine._clock import Clock
-from orchestrator.engine._journal import (
-    ORDER_STEP,
-    STEP,
-    lock_workflow,
-    refresh_order_state,
-    save_changed,
-    save_workflow,
-    schedule,
-)
 from orchestrator.engine._plan import (
     Call,
-    Move,
+    OrderItem,
     Plan,
     Poll,
     Snapshot,
     Wait,
     decide_from_snapshot,
     find_subscription_id,
-    order_key,
     plan_item,
+    plan_order,
 )
 from orchestrator.engine._reconcile import Action, ConnectReader, call_facts, check_effect
 from orchestrator.engine._reconcile import decide as decide_call
-from orchestrator.engine._rows import ORDER_COLUMNS, OrderRow, WorkflowRow
+from orchestrator.engine._transition import Chain, Journal, Move
+from orchestrator.events import LineItemState
 from orchestrator.logs import get_logger
-from orchestrator.machines import Transitioned, apply_event, is_settled
+from orchestrator.machines import Transitioned, is_settled
+from orchestrator.store import provider_calls
+from orchestrator.store import workflows as store
+from orchestrator.store.rows import OrderRow, WorkflowRow
+from orchestrator.store.timers import TimerKind, schedule, schedule_steps
 
 log = get_logger(__name__)
 
@@ -75,20 +70,6 @@ class RetryRules:
         ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** max(attempts - 1, 0))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not crypto
         return max(delay, retry_after_s or 0.0)
-
-
-class _Chain:
-    """How many more steps a chain may run before it hands back to the scheduler (fairness: one
-    busy workflow must not keep a step slot from the others)."""
-
-    def __init__(self, steps: int) -> None:
-        self.left = steps
-
-    def take(self) -> bool:
-        if self.left <= 0:
-            return False
-        self.left -= 1
-        return True
 
 
 @dataclass(frozen=True)
@@ -132,7 +113,7 @@ class StepRunner:
         self._pool = pool
         self._client = client
         self._clock = clock
-        self._status_topic = status_topic
+        self._journal = Journal(status_topic=status_topic)
         self._retry = retry or RetryRules()
         self._step_timeout_s = step_timeout_s
         self._chain_steps = chain_steps
@@ -151,18 +132,16 @@ class StepRunner:
         # Every log line of this step carries its ids. The scheduler runs each step in a task of its
         # own, whose copy of the context ends with it, so the binding cannot leak into other steps.
         structlog.contextvars.bind_contextvars(workflow_id=str(workflow_id))
-        chain = _Chain(self._chain_steps)
+        chain = Chain(self._chain_steps)
         # A connection is held per transaction, never across a provider call: with slow calls the
         # pool would otherwise need a connection per step slot, idle for the call's duration.
         async with self._pool.acquire() as conn:
             if order_id is None:
-                order_id = await conn.fetchval(
-                    "SELECT order_id FROM workflows WHERE workflow_id = $1", workflow_id
-                )
+                order_id = await store.order_id_of(conn, workflow_id)
                 if order_id is None:
                     return
             async with conn.transaction():
-                locked = await _lock(conn, order_id, workflow_id)
+                locked = await store.lock_order_and_workflow(conn, order_id, workflow_id)
                 if locked is None:
                     return
                 order, row = locked
@@ -174,7 +153,7 @@ class StepRunner:
             io = await self._perform(order_id, workflow_id, io, chain)
 
     async def _advance(
-        self, conn: asyncpg.Connection, order: OrderRow, row: WorkflowRow, chain: _Chain
+        self, conn: asyncpg.Connection, order: OrderRow, row: WorkflowRow, chain: Chain
     ) -> _Io | None:
         """Under the locks: apply plans that need no I/O until one does (returned) or none is due."""
         while True:
@@ -205,7 +184,7 @@ class StepRunner:
                 return _Reconcile(plan=plan, intent=prepared)
             return _Send(plan=plan, request=prepared.request, version=row.version)
 
-    async def _perform(self, order_id: str, workflow_id: uuid.UUID, io: _Io, chain: _Chain) -> _Io | None:
+    async def _perform(self, order_id: str, workflow_id: uuid.UUID, io: _Io, chain: Chain) -> _Io | None:
         """The I/O of one step with no transaction open (it may take seconds), then its outcome and
         the chain's next intent in one transaction."""
         if isinstance(io, _Reconcile):
@@ -216,17 +195,15 @@ class StepRunner:
             return await self._after_read(order_id, workflow_id, io, chain)
         return await self._after_send(order_id, workflow_id, io, chain)
 
-    async def _after_read(
-        self, order_id: str, workflow_id: uuid.UUID, io: _Read, chain: _Chain
-    ) -> _Io | None:
+    async def _after_read(self, order_id: str, workflow_id: uuid.UUID, io: _Read, chain: Chain) -> _Io | None:
         snapshot = await self._read(io.plan, io.row)
         async with self._pool.acquire() as conn, conn.transaction():
-            locked = await _lock(conn, order_id, workflow_id)
+            locked = await store.lock_order_and_workflow(conn, order_id, workflow_id)
             if locked is None:
                 return None
             order, row = locked
             if row.version != io.row.version:
-                await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=self._clock.now())
+                await schedule(conn, kind=TimerKind.STEP, workflow_id=workflow_id, due_at=self._clock.now())
                 return None
             now = self._clock.now()
             decision = decide_from_snapshot(row, snapshot, now=now)
@@ -237,11 +214,9 @@ class StepRunner:
                 faults.reach("step.before_intent_commit")
         return nxt
 
-    async def _after_send(
-        self, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: _Chain
-    ) -> _Io | None:
+    async def _after_send(self, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: Chain) -> _Io | None:
         async with self._sent(io.request) as (conn, outcome, now):
-            locked = await _lock(conn, order_id, workflow_id)
+            locked = await store.lock_order_and_workflow(conn, order_id, workflow_id)
             if locked is None:
                 return None
             order, row = locked
@@ -252,12 +227,14 @@ class StepRunner:
                 learned = io.plan.on_success(outcome.body()) if outcome.error is None else None
                 if isinstance(learned, Move) and learned.context:
                     row.context.update({k: v for k, v in learned.context.items() if v is not None})
-                    await save_workflow(conn, row, next_step_at=now)
+                    await store.save(conn, row, next_step_at=now)
                 else:
-                    await schedule(conn, kind=STEP, workflow_id=workflow_id, due_at=now)
+                    await schedule(conn, kind=TimerKind.STEP, workflow_id=workflow_id, due_at=now)
                 return None
             nxt = None
-            judged = self._judge(row, io.plan.step, outcome, io.plan)
+            judged = self._judge(row, io.plan.step, outcome)
+            if judged is None:
+                judged = io.plan.on_success(outcome.body())
             if await self._apply(conn, row, judged, now=now, cause=io.plan.step, chain=chain):
                 nxt = await self._advance(conn, order, row, chain)
             faults.reach("step.before_outcome_commit")
@@ -280,10 +257,11 @@ class StepRunner:
             await record_outcome(conn, key=request.idempotency_key, outcome=outcome, now=now)
             yield conn, outcome, now
 
-    def _judge(self, row: WorkflowRow, step: str, outcome: CallOutcome, plan: Call) -> Move | Wait:
+    def _judge(self, row: WorkflowRow, step: str, outcome: CallOutcome) -> Move | Wait | None:
+        """What a failed call means for the workflow: retry later, or fail it. None: it succeeded."""
         error = outcome.error
         if error is None:
-            return plan.on_success(outcome.body())
+            return None
         row.attempts += 1
         if error.retryable and row.attempts < self._retry.max_attempts:
             log.info(
@@ -294,23 +272,13 @@ class StepRunner:
                 workflow_id=str(row.workflow_id),
             )
             return Wait(self._retry.delay(row.attempts, error.retry_after_s))
-        if row.current == "cancelling":
+        if row.current == LineItemState.CANCELLING:
             # `cancelling` cannot fail (no such edge): a refused undo would strand the item there. Keep
             # the answer for the operator and plan again later from fresh state (e.g. the order was
             # submitted meanwhile, so the subscription is what must be cancelled now).
-            row.context["compensation_error"] = {"step": step, **error.to_dict()}
+            row.context.compensation_error = {"step": step, **error.to_dict()}
             return Wait(self._retry.max_delay_s)
-        details = error.to_dict()
-        return Move(
-            "fail",
-            error={
-                "code": error.code if not error.retryable else f"{error.code}_exhausted",
-                "message": error.message,
-                "retryable": error.retryable,
-                "step": step,
-                "provider": details,
-            },
-        )
+        return Move("fail", error=_failure(error, step))
 
     async def _key_window_passed(
         self, conn: asyncpg.Connection, workflow_id: uuid.UUID, plan: Call, intent: KeyWindowPassed
@@ -319,12 +287,9 @@ class StepRunner:
         effect twice. Read provider state first: skip the call if the effect is there, re-key the
         workflow if it is not, and stop for an operator if it cannot be told."""
         key = intent.request.idempotency_key
-        record = await conn.fetchrow("SELECT * FROM provider_calls WHERE idempotency_key = $1", key)
-        row_before = await conn.fetchrow(
-            "SELECT w.line_item_id, o.provider_order_id FROM workflows w JOIN orders o USING (order_id) "
-            "WHERE w.workflow_id = $1",
-            workflow_id,
-        )
+        assert key is not None
+        record = await provider_calls.stored_call(conn, key)
+        row_before = await store.line_item_and_provider_order(conn, workflow_id)
         if record is None or row_before is None:
             return
         facts = call_facts(record, row_before["line_item_id"])
@@ -334,23 +299,19 @@ class StepRunner:
         decision = decide_call(facts, evidence, now=now)
         cause = f"reconcile:{plan.step}"
         async with conn.transaction():
-            await lock_order(conn, record["order_id"])
-            row = await lock_workflow(conn, workflow_id)
-            if row is None:
+            locked = await store.lock_order_and_workflow(conn, record["order_id"], workflow_id)
+            if locked is None:
                 return
+            _, row = locked
             log.warning(
                 "key window passed: reconciled by reading provider state",
                 workflow_id=str(workflow_id), step=plan.step, action=decision.action.value, why=decision.why,
             )  # fmt: skip
             if decision.action is Action.SKIP:
-                await conn.execute(
-                    "UPDATE provider_calls SET status = 'skipped', response_body = $2, completed_at = $3 "
-                    "WHERE idempotency_key = $1",
-                    key, evidence.body, now,
-                )  # fmt: skip
+                await provider_calls.settle(conn, key, status="skipped", now=now, answer=evidence.body)
                 await self._apply(conn, row, plan.on_success(evidence.body), now=now, cause=cause)
             elif decision.action is Action.REKEY:
-                await mark_call(conn, key=str(key), status="rekeyed", now=now)
+                await provider_calls.settle(conn, key, status="rekeyed", now=now)
                 row.generation += 1
                 await self._apply(conn, row, Wait(0), now=now, cause=cause)
             else:
@@ -370,20 +331,18 @@ class StepRunner:
         porting: dict[str, Any] | None = None
         subscription_id = plan.subscription_id
         if subscription_id is None:
-            order = await self._get(f"/orders/{plan.provider_order_id}")
+            order = await self._get(Requests.get_order(plan.provider_order_id))
             subscription_id = find_subscription_id(order, row.line_item_id)
         if subscription_id is not None:
-            subscription = await self._get(f"/subscriptions/{subscription_id}")
+            subscription = await self._get(Requests.get_subscription(subscription_id))
             if plan.porting and subscription is not None:
-                porting = await self._get(f"/subscriptions/{subscription_id}/in-porting")
+                porting = await self._get(Requests.get_in_porting(subscription_id))
         return Snapshot(order=order, subscription=subscription, porting=porting)
 
-    async def _get(self, path: str) -> dict[str, Any] | None:
-        outcome = await send(
-            self._client, PreparedRequest(method="GET", path=path), timeout_s=self._step_timeout_s
-        )
+    async def _get(self, request: PreparedRequest) -> dict[str, Any] | None:
+        outcome = await send(self._client, request, timeout_s=self._step_timeout_s)
         if outcome.error is not None:
-            log.info("provider read failed", path=path, code=outcome.error.code)
+            log.info("provider read failed", path=request.path, code=outcome.error.code)
             return None
         body = outcome.body()
         return body if isinstance(body, dict) else None
@@ -396,7 +355,7 @@ class StepRunner:
         *,
         now: datetime,
         cause: str,
-        chain: _Chain | None = None,
+        chain: Chain | None = None,
     ) -> bool:
         """Apply a Move or Wait decided under the row lock, in the caller's transaction.
 
@@ -405,76 +364,30 @@ class StepRunner:
         """
         if isinstance(plan, Wait):
             if cause == "poll":
-                row.context["polls"] = int(row.context.get("polls", 0)) + 1
+                row.context.polls += 1
             due = None if plan.delay_s is None else now + timedelta(seconds=plan.delay_s)
-            await save_workflow(conn, row, next_step_at=due)
+            await store.save(conn, row, next_step_at=due)
             return False
         assert isinstance(plan, Move)
         if not plan.event:  # context only (e.g. a subscription id learned)
             row.context.update(plan.context)
             here = chain is not None and chain.take()
-            await save_workflow(conn, row, next_step_at=None if here else now)
+            await store.save(conn, row, next_step_at=None if here else now)
             return here
-        if plan.event == "fail":
-            row.resume_state = row.current
-            row.error = plan.error
-            log.warning(
-                "workflow failed: it waits for an operator",
-                workflow_id=str(row.workflow_id),
-                order_id=row.order_id,
-                line_item_id=row.line_item_id,
-                state=row.current,
-                error=plan.error,
-            )
-        previous = row.current
-        outcome = apply_event(
-            line_item_type=row.line_item_type,
-            definition_version=row.definition_version,
-            model=row,
-            event=plan.event,
-        )
+        outcome = self._journal.fire(row, plan)
         if not isinstance(outcome, Transitioned):
             log.warning(
                 "transition refused",
                 workflow_id=str(row.workflow_id),
-                state=previous,
+                state=row.current,
                 machine_event=plan.event,
             )
-            await save_workflow(conn, row)
+            await store.save(conn, row)
             return False
-        row.context.update({k: v for k, v in plan.context.items() if v is not None})
-        for key in [k for k, v in plan.context.items() if v is None]:
-            row.context.pop(key, None)
-        row.attempts = 0
-        row.context.pop("polls", None)
-        if row.current == "activated" and row.secrets:
-            row.secrets = None  # porting credentials are kept no longer than the port needs
-        settled = is_settled(row.current)
-        here = not settled and chain is not None and chain.take()
-        next_step_at = None if settled or here else now
-        if outcome.changed:
-            await save_changed(
-                conn,
-                row,
-                event=plan.event,
-                previous=previous,
-                cause=cause,
-                now=now,
-                status_topic=self._status_topic,
-                details={"error": plan.error} if plan.error else None,
-                next_step_at=next_step_at,
-            )
-        else:
-            await save_workflow(conn, row, next_step_at=next_step_at)
-        if settled or is_settled(previous):
-            # Between two unsettled states the order stays `in_progress`: nothing to derive (the
-            # caller holds the order's lock either way).
-            await refresh_order_state(conn, row.order_id, now=now, status_topic=self._status_topic)
-        # The order step reacts to its items: all added → submit; all cancelled → cancel the order;
-        # a failed item may unblock the others' submission. Other moves give it nothing to do.
-        if row.current in ("awaiting_submission", "failed", "cancelled"):
-            await schedule(conn, kind=ORDER_STEP, order_id=row.order_id, due_at=now)
-        return here
+        details = {"error": plan.error} if plan.error else None
+        return await self._journal.commit(
+            conn, row, outcome, now=now, cause=cause, step_due=now, details=details, chain=chain
+        )
 
     # --- orders ---
 
@@ -483,14 +396,15 @@ class StepRunner:
         structlog.contextvars.unbind_contextvars("workflow_id", "line_item_id")
         structlog.contextvars.bind_contextvars(order_id=order_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            order = await lock_order(conn, order_id)
+            order = await store.lock_order(conn, order_id)
             if order is None:
                 return
-            items = await conn.fetch(
-                "SELECT workflow_id, state, context FROM workflows WHERE order_id = $1", order_id
-            )
+            items = [
+                OrderItem(state=r["state"], item_added=bool((r["context"] or {}).get("item_added")))
+                for r in await store.order_items(conn, order_id)
+            ]
             now = self._clock.now()
-            call = _plan_order(order, items)
+            call = plan_order(order, items)
             if call is None:
                 return
             step, request = call
@@ -511,18 +425,16 @@ class StepRunner:
                 return
             faults.reach("step.before_intent_commit")
         async with self._sent(prepared.request) as (conn, outcome, now):
-            order = await lock_order(conn, order_id)
+            order = await store.lock_order(conn, order_id)
             assert order is not None
             if outcome.error is None:
                 await self._order_success(conn, order, step, outcome.body(), now=now)
             elif outcome.error.retryable:
-                attempts = await conn.fetchval(
-                    "SELECT attempts FROM provider_calls WHERE idempotency_key = $1",
-                    prepared.request.idempotency_key,
-                )
+                assert prepared.request.idempotency_key is not None
+                attempts = await provider_calls.call_attempts(conn, prepared.request.idempotency_key)
                 delay = self._retry.delay(attempts, outcome.error.retry_after_s)
                 await schedule(
-                    conn, kind=ORDER_STEP, order_id=order_id, due_at=now + timedelta(seconds=delay)
+                    conn, kind=TimerKind.ORDER_STEP, order_id=order_id, due_at=now + timedelta(seconds=delay)
                 )
                 if attempts >= self._retry.max_attempts:
                     await self._fail_items(conn, order_id, step, outcome, now=now)
@@ -535,102 +447,42 @@ class StepRunner:
         self, conn: asyncpg.Connection, order: OrderRow, step: str, body: Any, *, now: datetime
     ) -> None:
         if step == "create_order":
-            provider_id = (body or {}).get("orderId")
-            await conn.execute(
-                "UPDATE orders SET provider_order_id = $2, updated_at = now() WHERE order_id = $1",
-                order.order_id,
-                provider_id,
-            )
+            await store.set_provider_order_id(conn, order.order_id, (body or {}).get("orderId"))
         elif step == "submit_order":
-            await conn.execute("UPDATE orders SET submitted_at = $2 WHERE order_id = $1", order.order_id, now)
-            for record in await conn.fetch(
-                "SELECT workflow_id FROM workflows WHERE order_id = $1 AND state = 'awaiting_submission' "
-                "ORDER BY workflow_id",
-                order.order_id,
+            await store.set_submitted(conn, order.order_id, at=now)
+            for record in await store.order_items(
+                conn, order.order_id, state=LineItemState.AWAITING_SUBMISSION
             ):
-                row = await lock_workflow(conn, record["workflow_id"])
+                row = await store.lock_workflow(conn, record["workflow_id"])
                 assert row is not None
                 await self._apply(conn, row, Move("order_submitted"), now=now, cause="submit_order")
         elif step == "cancel_order":
-            await conn.execute("UPDATE orders SET cancelled_at = $2 WHERE order_id = $1", order.order_id, now)
+            await store.set_cancelled(conn, order.order_id, at=now)
         # Wake every item: they may have been waiting for the provider order to exist.
-        for record in await conn.fetch(
-            "SELECT workflow_id FROM workflows WHERE order_id = $1 ORDER BY workflow_id", order.order_id
-        ):
-            await schedule(conn, kind=STEP, workflow_id=record["workflow_id"], due_at=now)
+        items = await store.order_items(conn, order.order_id)
+        await schedule_steps(conn, [r["workflow_id"] for r in items], due_at=now)
 
     async def _fail_items(
         self, conn: asyncpg.Connection, order_id: str, step: str, outcome: CallOutcome, *, now: datetime
     ) -> None:
         assert outcome.error is not None
-        error = {
-            "code": outcome.error.code,
-            "message": outcome.error.message,
-            "retryable": outcome.error.retryable,
-            "step": step,
-            "provider": outcome.error.to_dict(),
-        }
-        for record in await conn.fetch(
-            "SELECT workflow_id, state FROM workflows WHERE order_id = $1 ORDER BY workflow_id", order_id
-        ):
-            if is_settled(record["state"]) or record["state"] == "cancelling":
+        error = _failure(outcome.error, step, exhausted=False)
+        for record in await store.order_items(conn, order_id):
+            if is_settled(record["state"]) or record["state"] == LineItemState.CANCELLING:
                 continue
-            row = await lock_workflow(conn, record["workflow_id"])
+            row = await store.lock_workflow(conn, record["workflow_id"])
             assert row is not None
             await self._apply(conn, row, Move("fail", error=error), now=now, cause=step)
 
 
-def _plan_order(order: OrderRow, items: list[Any]) -> tuple[str, PreparedRequest] | None:
-    states = [item["state"] for item in items]
-    live = [s for s in states if not is_settled(s) and s != "cancelling"]
-    if order.provider_order_id is None:
-        if not live:
-            return None
-        body = {
-            "customer": order.customer,
-            "lineItems": [],
-            "metadata": {**order.metadata, "crmOrderId": order.order_id},
-        }
-        key = order_key(order, "create_order")
-        return "create_order", PreparedRequest(
-            method="POST", path="/orders", body=canonical_json(body), idempotency_key=key
-        )
-    if order.submitted_at is None and live and all(s == "awaiting_submission" for s in live):
-        key = order_key(order, "submit_order")
-        return "submit_order", PreparedRequest(
-            method="POST",
-            path=f"/orders/{order.provider_order_id}/submit",
-            body=canonical_json({}),
-            idempotency_key=key,
-        )
-    added = [item for item in items if (item["context"] or {}).get("item_added")]
-    if (
-        order.submitted_at is None
-        and order.cancelled_at is None
-        and added
-        and all(s == "cancelled" for s in states)
-    ):
-        key = order_key(order, "cancel_order")
-        return "cancel_order", PreparedRequest(
-            method="POST",
-            path=f"/orders/{order.provider_order_id}/cancel",
-            body=canonical_json({"reason": "CRM order cancelled"}),
-            idempotency_key=key,
-        )
-    return None
-
-
-async def _lock(
-    conn: asyncpg.Connection, order_id: str, workflow_id: uuid.UUID
-) -> tuple[OrderRow, WorkflowRow] | None:
-    # Locks are always taken order first, then workflow, everywhere: no deadlocks.
-    order = await lock_order(conn, order_id)
-    row = await lock_workflow(conn, workflow_id) if order is not None else None
-    return None if order is None or row is None else (order, row)
-
-
-async def lock_order(conn: asyncpg.Connection, order_id: str) -> OrderRow | None:
-    record = await conn.fetchrow(
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE", order_id
-    )
-    return OrderRow.from_record(record) if record else None
+def _failure(error: ProviderError, step: str, *, exhausted: bool = True) -> dict[str, Any]:
+    """A workflow's `error` for a provider failure. A retryable code that ran out of attempts is
+    reported as `<code>_exhausted` (an item's own step; the order step keeps the code)."""
+    code = f"{error.code}_exhausted" if exhausted and error.retryable else error.code
+    return {
+        "code": code,
+        "message": error.message,
+        "retryable": error.retryable,
+        "step": step,
+        "provider": error.to_dict(),
+    }

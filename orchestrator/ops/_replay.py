@@ -24,29 +24,29 @@ from typing import Any
 
 import asyncpg
 
-from orchestrator.engine._journal import (
-    ORDER_STEP,
-    STEP,
-    lock_workflow,
-    record_change,
-    refresh_order_state,
-    save_workflow,
-    schedule,
-)
-from orchestrator.engine._plan import Call, Move, Poll, Wait, order_key, plan_item, step_key
-from orchestrator.engine._reconcile import (
-    UNSETTLED,
+from orchestrator.engine import (
     Action,
+    Call,
+    Journal,
+    Move,
+    Poll,
     ProviderReader,
+    Wait,
     call_facts,
     check_effect,
+    decide_call,
+    order_key,
+    plan_item,
+    step_key,
 )
-from orchestrator.engine._reconcile import decide as decide_call
-from orchestrator.engine._rows import ORDER_COLUMNS, WORKFLOW_COLUMNS, OrderRow, WorkflowRow
-from orchestrator.engine._steps import lock_order
-from orchestrator.machines import Transitioned, decide, restore, try_event
+from orchestrator.events import LineItemState
+from orchestrator.machines import Transitioned, decide
 from orchestrator.ops._errors import ActionRefused, InvalidInput
-from orchestrator.ops._filters import WorkflowFilter, known_states, where_clause
+from orchestrator.ops._filters import WorkflowFilter, known_states
+from orchestrator.store import provider_calls, read_models, timers
+from orchestrator.store import workflows as store
+from orchestrator.store.provider_calls import UNSETTLED
+from orchestrator.store.rows import OrderRow, WorkflowRow
 
 
 @dataclass(frozen=True)
@@ -198,9 +198,9 @@ def describe_next(plan: Any) -> dict[str, Any]:
 
 
 async def _load_order(conn: asyncpg.Connection, order_id: str) -> OrderRow:
-    record = await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1", order_id)
-    assert record is not None, "workflows reference their order"
-    return OrderRow.from_record(record)
+    order = await store.load_order(conn, order_id)
+    assert order is not None, "workflows reference their order"
+    return order
 
 
 async def _call_plans(
@@ -253,15 +253,11 @@ async def plan_replay(
     order_rows: dict[str, OrderRow] = {}
     for order_id in sorted({row.order_id for row in selection}):
         order = order_rows[order_id] = await _load_order(conn, order_id)
-        records = await conn.fetch(
-            "SELECT * FROM provider_calls WHERE order_id = $1 AND workflow_id IS NULL "
-            "AND status = ANY($2::text[]) AND generation = $3 ORDER BY id",
-            order_id,
-            list(UNSETTLED),
-            order.generation,
+        records = await provider_calls.unsettled_calls(
+            conn, order_id=order_id, workflow_id=None, generation=order.generation
         )
         calls = await _call_plans(
-            reader, list(records), line_item_id=None, provider_order_id=order.provider_order_id, now=now
+            reader, records, line_item_id=None, provider_order_id=order.provider_order_id, now=now
         )
         bumped = any(c.action == "rekey" for c in calls)
         after = replace(order, generation=order.generation + 1) if bumped else order
@@ -316,7 +312,7 @@ async def _plan_workflow(
         generation=row.generation,
         generation_after=row.generation,
     )
-    if row.current != "failed":
+    if row.current != LineItemState.FAILED:
         plan.refused = f"state is {row.current}; only failed workflows are replayed"
         return plan
     target = from_state or row.resume_state
@@ -333,17 +329,12 @@ async def _plan_workflow(
         plan.refused = f"the {row.line_item_type} machine does not resume from failed to {target}"
         return plan
     plan.resume_to = target
-    records = await conn.fetch(
-        # Only the current generation: older keys were superseded (an amendment) and are never sent again.
-        "SELECT * FROM provider_calls WHERE workflow_id = $1 AND status = ANY($2::text[]) "
-        "AND generation = $3 ORDER BY id",
-        row.workflow_id,
-        list(UNSETTLED),
-        row.generation,
+    records = await provider_calls.unsettled_calls(
+        conn, order_id=row.order_id, workflow_id=row.workflow_id, generation=row.generation
     )
     calls = await _call_plans(
         reader,
-        list(records),
+        records,
         line_item_id=row.line_item_id,
         provider_order_id=order.provider_order_id,
         now=now,
@@ -369,10 +360,7 @@ async def _warn_about_siblings(
     replay will miss that submission. Say so before the operator confirms."""
     chosen = {w.workflow_id for w in workflows if w.replayable}
     for order_id, order_plan in orders.items():
-        siblings = await conn.fetch(
-            "SELECT workflow_id, line_item_id FROM workflows WHERE order_id = $1 AND state = 'failed'",
-            order_id,
-        )
+        siblings = await store.order_items(conn, order_id, state=LineItemState.FAILED)
         left = [s["line_item_id"] for s in siblings if str(s["workflow_id"]) not in chosen]
         if left and any(w.order_id == order_id and w.replayable for w in workflows):
             order_plan.warnings.append(
@@ -394,34 +382,15 @@ class ReplayResult:
 async def _settle(conn: asyncpg.Connection, call: CallPlan, *, now: datetime) -> bool:
     """Apply one call decision; False if the call is no longer unsettled (the plan is stale)."""
     if call.action == "resend":
-        status = await conn.fetchval(
-            "SELECT status FROM provider_calls WHERE idempotency_key = $1", call.idempotency_key
-        )
-        return status in UNSETTLED
+        return await provider_calls.call_status(conn, call.idempotency_key) in UNSETTLED
     new_status = "skipped" if call.action == "skip" else "rekeyed"
-    changed = await conn.fetchval(
-        """UPDATE provider_calls SET status = $2, completed_at = $3,
-                  response_body = CASE WHEN $2 = 'skipped' THEN $4::jsonb ELSE response_body END
-           WHERE idempotency_key = $1 AND status = ANY($5::text[]) RETURNING 1""",
-        call.idempotency_key,
-        new_status,
-        now,
-        call.answer,
-        list(UNSETTLED),
+    changed = await provider_calls.settle(
+        conn, call.idempotency_key, status=new_status, now=now, answer=call.answer
     )
     if changed and call.action == "skip" and call.new_key:
         # The generation moves on for another call: the skipped step's new key must count as done too.
-        await conn.execute(
-            """INSERT INTO provider_calls (workflow_id, order_id, step, generation, idempotency_key, method,
-                                           path, body, status, response_status, response_body, completed_at)
-               SELECT workflow_id, order_id, step, generation + 1, $2, method, path, body, 'skipped',
-                      response_status, response_body, completed_at
-               FROM provider_calls WHERE idempotency_key = $1
-               ON CONFLICT (idempotency_key) DO NOTHING""",
-            call.idempotency_key,
-            call.new_key,
-        )
-    return bool(changed)
+        await provider_calls.copy_as_skipped(conn, call.idempotency_key, new_key=call.new_key)
+    return changed
 
 
 async def execute_replay(
@@ -478,7 +447,7 @@ async def _execute_order(
     status_topic: str,
     now: datetime,
 ) -> list[ReplayResult]:
-    order = await lock_order(conn, order_id)
+    order = await store.lock_order(conn, order_id)
     assert order is not None
     if order_plan is not None:
         if order.generation != order_plan.generation:
@@ -487,20 +456,13 @@ async def _execute_order(
             if not await _settle(conn, call, now=now):
                 raise ActionRefused(f"order call {call.idempotency_key} changed since the plan; plan again")
         if order_plan.generation_after != order_plan.generation:
-            await conn.execute(
-                "UPDATE orders SET generation = $2, updated_at = now() WHERE order_id = $1",
-                order_id,
-                order_plan.generation_after,
-            )
+            await store.set_order_generation(conn, order_id, order_plan.generation_after)
+    journal = Journal(status_topic=status_topic)
     results = []
     for w in sorted(group, key=lambda w: w.workflow_id):
         results.append(
-            await _resume_one(
-                conn, w, plan=plan, actor=actor, audit_id=audit_id, status_topic=status_topic, now=now
-            )
+            await _resume_one(conn, w, plan=plan, actor=actor, audit_id=audit_id, journal=journal, now=now)
         )
-    await refresh_order_state(conn, order_id, now=now, status_topic=status_topic)
-    await schedule(conn, kind=ORDER_STEP, order_id=order_id, due_at=await db_now(conn))
     return results
 
 
@@ -511,11 +473,16 @@ async def _resume_one(
     plan: ReplayPlan,
     actor: str,
     audit_id: int,
-    status_topic: str,
+    journal: Journal,
     now: datetime,
 ) -> ReplayResult:
-    row = await lock_workflow(conn, uuid.UUID(w.workflow_id))
-    if row is None or row.current != "failed" or row.version != w.version or row.generation != w.generation:
+    row = await store.lock_workflow(conn, uuid.UUID(w.workflow_id))
+    if (
+        row is None
+        or row.current != LineItemState.FAILED
+        or row.version != w.version
+        or row.generation != w.generation
+    ):
         found = "gone" if row is None else f"{row.current}, version {row.version}"
         return ReplayResult(w.workflow_id, "stale", f"changed since the plan (now {found}); plan again")
     settled = []
@@ -525,32 +492,26 @@ async def _resume_one(
         settled.append({"idempotency_key": call.idempotency_key, "action": call.action})
     row.generation = w.generation_after
     row.resume_state = w.resume_to
-    machine = restore(line_item_type=row.line_item_type, definition_version=row.definition_version, model=row)
-    outcome = try_event(machine, event="resume")
-    if not isinstance(outcome, Transitioned):
-        raise ActionRefused(f"the machine refused resume for {w.workflow_id}: {outcome.reason}")
     previous_error = row.error
-    row.error = None
-    row.attempts = 0
-    row.resume_state = None
-    await record_change(
+    details = {
+        "audit_id": audit_id,
+        "reason": plan.reason,
+        "previous_error": previous_error,
+        "calls": settled,
+        "generation": row.generation,
+    }
+    outcome = await journal.transition(
         conn,
         row,
-        event="resume",
-        previous="failed",
-        cause=f"operator:{actor}",
+        Move("resume"),
         now=now,
-        status_topic=status_topic,
-        details={
-            "audit_id": audit_id,
-            "reason": plan.reason,
-            "previous_error": previous_error,
-            "calls": settled,
-            "generation": row.generation,
-        },
+        cause=f"operator:{actor}",
+        step_due=await timers.db_now(conn),
+        details=details,
+        wake_order=True,
     )
-    await save_workflow(conn, row)
-    await schedule(conn, kind=STEP, workflow_id=row.workflow_id, due_at=await db_now(conn))
+    if not isinstance(outcome, Transitioned):
+        raise ActionRefused(f"the machine refused resume for {w.workflow_id}: {outcome.reason}")
     return ReplayResult(
         w.workflow_id,
         "resumed",
@@ -561,20 +522,7 @@ async def _resume_one(
     )
 
 
-async def db_now(conn: asyncpg.Connection) -> datetime:
-    """Timers are claimed against the database's clock (`due_at <= now()`), so "run it now" means
-    the database's now, whatever clock the caller reasons with."""
-    value: datetime = await conn.fetchval("SELECT now()")
-    return value
-
-
 async def load_selection(
     conn: asyncpg.Connection, flt: WorkflowFilter, *, now: datetime
 ) -> list[WorkflowRow]:
-    where, params = where_clause(flt, now=now)
-    records = await conn.fetch(
-        f"SELECT {WORKFLOW_COLUMNS} FROM workflows w {where} "
-        f"ORDER BY order_id, workflow_id LIMIT {int(flt.limit)}",
-        *params,
-    )
-    return [WorkflowRow.from_record(r) for r in records]
+    return await read_models.select_workflow_rows(conn, flt.query(now=now))

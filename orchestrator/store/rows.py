@@ -50,10 +50,10 @@ class WorkflowContext:
         for name, value in changes.items():
             if name not in _CONTEXT_FIELDS:
                 raise KeyError(f"workflow context has no field {name!r}")
-            if value is None:
-                default = _CONTEXT_DEFAULTS[name]
-                value = [] if isinstance(default, list) else default
-            setattr(self, name, value)
+            default = _CONTEXT_DEFAULTS[name]
+            setattr(
+                self, name, value if value is not None else ([] if isinstance(default, list) else default)
+            )
 
 
 _CONTEXT_FIELDS = frozenset(f.name for f in fields(WorkflowContext))

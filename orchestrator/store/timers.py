@@ -40,7 +40,9 @@ async def schedule(
     await conn.execute(sql, *p.values)
 
 
-async def schedule_steps(conn: asyncpg.Connection, workflow_ids: list[uuid.UUID], *, due_at: datetime) -> None:
+async def schedule_steps(
+    conn: asyncpg.Connection, workflow_ids: list[uuid.UUID], *, due_at: datetime
+) -> None:
     """`schedule` a STEP for each workflow, in the given order (callers pass workflow id order, so
     concurrent transactions touch timers in one order and cannot deadlock)."""
     for workflow_id in workflow_ids:
@@ -142,7 +144,8 @@ class Claims:
 
     async def register(self) -> None:
         await self._pool.execute(
-            "INSERT INTO workers (worker_id) VALUES ($1) ON CONFLICT (worker_id) DO UPDATE SET last_seen = now()",
+            "INSERT INTO workers (worker_id) VALUES ($1) "
+            "ON CONFLICT (worker_id) DO UPDATE SET last_seen = now()",
             self._worker_id,
         )
 
@@ -166,7 +169,9 @@ class Claims:
     async def delete(self, timer_ids: list[int]) -> None:
         if timer_ids:
             await self._pool.execute(
-                "DELETE FROM timers WHERE id = ANY($1::bigint[]) AND claimed_by = $2", timer_ids, self._worker_id
+                "DELETE FROM timers WHERE id = ANY($1::bigint[]) AND claimed_by = $2",
+                timer_ids,
+                self._worker_id,
             )
 
     async def release(self, timer_id: int) -> None:

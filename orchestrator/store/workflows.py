@@ -30,7 +30,9 @@ from orchestrator.store.timers import TimerKind
 
 
 async def lock_order(conn: asyncpg.Connection, order_id: str) -> OrderRow | None:
-    record = await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE", order_id)
+    record = await conn.fetchrow(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE", order_id
+    )
     return OrderRow.from_record(record) if record else None
 
 
@@ -84,7 +86,11 @@ async def line_item_and_provider_order(conn: asyncpg.Connection, workflow_id: uu
 
 
 async def poll_targets(
-    conn: asyncpg.Connection, *, subscription_id: str | None, provider_order_id: str | None, states: Sequence[str]
+    conn: asyncpg.Connection,
+    *,
+    subscription_id: str | None,
+    provider_order_id: str | None,
+    states: Sequence[str],
 ) -> list[uuid.UUID]:
     """Workflows in one of `states` that a provider event about this subscription or order concerns:
     the subscription's own, and those of its order that do not know their subscription yet (it may
@@ -161,7 +167,9 @@ def _saved_values(row: WorkflowRow) -> list[Any]:
     ]
 
 
-def _history_and_event(p: Params, workflow: str, sequence: str, to_state: str, change: Change) -> tuple[str, str]:
+def _history_and_event(
+    p: Params, workflow: str, sequence: str, to_state: str, change: Change
+) -> tuple[str, str]:
     """The `transitions` row's CTE and the `outbox` insert of one change, their values added to `p`."""
     history = f"""INSERT INTO transitions
                (workflow_id, sequence, event, from_state, to_state, cause, details, occurred_at)
@@ -197,7 +205,9 @@ async def save(
     parts = [f"saved AS ({_UPDATE_WORKFLOW})"]
     timer = ""
     if next_step_at is not None:
-        timer = upsert_timer(workflow_id="$1", order_id="NULL", kind=p(str(TimerKind.STEP)), due_at=p(next_step_at))
+        timer = upsert_timer(
+            workflow_id="$1", order_id="NULL", kind=p(str(TimerKind.STEP)), due_at=p(next_step_at)
+        )
     if change is None:
         await conn.execute(f"WITH {parts[0]} {timer}", *p.values)
         return
@@ -258,7 +268,9 @@ async def save_order_state(
     )
 
 
-async def set_provider_order_id(conn: asyncpg.Connection, order_id: str, provider_order_id: str | None) -> None:
+async def set_provider_order_id(
+    conn: asyncpg.Connection, order_id: str, provider_order_id: str | None
+) -> None:
     await conn.execute(
         "UPDATE orders SET provider_order_id = $2, updated_at = now() WHERE order_id = $1",
         order_id,

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from orchestrator.admin import AdminConfigError, create_admin_app
-from orchestrator.engine import Worker
 from orchestrator.sandbox import SandboxControl
 from orchestrator.settings import Settings
+from orchestrator.worker import Worker
 from tests.admin.conftest import Admin
 from tests.e2e.support import StatusEvents, crm_event, order_submitted, publish, subscription
 

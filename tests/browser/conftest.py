@@ -22,14 +22,12 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.admin import create_admin_app, serve_admin
-from orchestrator.engine import running_worker
-from orchestrator.localstack import LocalStack
-from orchestrator.localstack._ports import free_port
+from orchestrator.localstack import LocalStack, free_port
 from orchestrator.sandbox import SandboxConfig, SandboxControl, run_sandbox
 from orchestrator.settings import ConnectSettings, DatabaseSettings, KafkaSettings, Settings, WebhookSettings
 from orchestrator.store import migrate
 from orchestrator.webhooks import WEBHOOK_PATH
+from orchestrator.worker import Worker
 from tests.conftest import replace_database
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
@@ -150,11 +148,11 @@ class ConsoleStack:
                 webhook=WebhookSettings(port=webhook_port, api_key=SecretStr(self.WEBHOOK_KEY)),
             )
             async with (
-                running_worker(settings) as worker,
-                serve_admin(create_admin_app(settings=settings, token=self.token, worker=worker)) as url,
+                Worker(settings, admin_token=self.token, admin_port=0) as worker,
                 SandboxControl(base_url=sandbox.base_url, api_key=self.SANDBOX_KEY) as control,
             ):
-                self.settings, self.admin_url, self.control = settings, url, control
+                assert worker.admin_url is not None
+                self.settings, self.admin_url, self.control = settings, worker.admin_url, control
                 self._ready.set()
                 assert self._stop is not None
                 await self._stop.wait()

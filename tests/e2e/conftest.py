@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.engine import Worker, running_worker
-from orchestrator.localstack import LocalStack
-from orchestrator.localstack._ports import free_port
+from orchestrator.localstack import LocalStack, free_port
 from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
 from orchestrator.settings import ConnectSettings, DatabaseSettings, KafkaSettings, Settings, WebhookSettings
 from orchestrator.webhooks import WEBHOOK_PATH
+from orchestrator.worker import Worker
 from tests.e2e.support import StatusEvents, TopicReader
 
 SANDBOX_KEY = "e2e-sandbox-key"
@@ -84,7 +83,7 @@ async def settings(
 
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    async with running_worker(settings) as running:
+    async with Worker(settings) as running:
         yield running
 
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from orchestrator.engine import Worker
 from orchestrator.sandbox import RunningSandbox, SandboxControl
 from orchestrator.settings import Settings
+from orchestrator.worker import Worker
 from tests.e2e.conftest import SANDBOX_KEY
 from tests.e2e.support import (
     StatusEvents,

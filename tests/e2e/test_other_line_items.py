@@ -3,9 +3,9 @@ their own machines (LICENSE activates; one-off items such as EXTERNAL_ITEM compl
 
 from __future__ import annotations
 
-from orchestrator.engine import Worker
 from orchestrator.sandbox import SandboxControl
 from orchestrator.settings import Settings
+from orchestrator.worker import Worker
 from tests.e2e.support import StatusEvents, crm_event, effects, order_submitted, publish, subscription
 
 

@@ -10,9 +10,9 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import httpx
 
-from orchestrator.engine import Worker
 from orchestrator.sandbox import RunningSandbox, SandboxControl
 from orchestrator.settings import Settings
+from orchestrator.worker import Worker
 from tests.e2e.conftest import SANDBOX_KEY, WEBHOOK_KEY
 from tests.e2e.support import (
     StatusEvents,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from orchestrator.engine import Worker
 from orchestrator.sandbox import RunningSandbox, SandboxControl
 from orchestrator.settings import Settings
+from orchestrator.worker import Worker
 from tests.e2e.conftest import SANDBOX_KEY
 from tests.e2e.support import (
     StatusEvents,

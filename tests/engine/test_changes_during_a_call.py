@@ -18,6 +18,7 @@ from typing import Any
 from orchestrator.engine import CrmIntake, StepRunner, SystemClock
 from orchestrator.kafka import ConsumedRecord
 from orchestrator.sandbox import SandboxControl
+from orchestrator.worker import crm_handler
 from tests.e2e.support import STRUCTURED, crm_event, order_submitted, subscription
 from tests.engine.conftest import Provider
 
@@ -25,7 +26,7 @@ _offsets = itertools.count()
 
 
 async def _consume(intake: CrmIntake, order_id: str, event_type: str, data: dict[str, Any]) -> None:
-    await intake(
+    await crm_handler(intake)(
         ConsumedRecord(
             topic="crm", partition=0, offset=next(_offsets), key=order_id.encode(),
             value=crm_event(event_type, data), headers=tuple(STRUCTURED), timestamp_ms=0,

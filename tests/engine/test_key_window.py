@@ -15,12 +15,13 @@ from orchestrator.connect import ConnectClient
 from orchestrator.engine import CrmIntake, StepRunner, SystemClock
 from orchestrator.kafka import ConsumedRecord
 from orchestrator.sandbox import SandboxControl
+from orchestrator.worker import crm_handler
 from tests.e2e.support import STRUCTURED, crm_event, effects, order_submitted, subscription
 from tests.engine.conftest import Provider
 
 
 async def _setup(pool: asyncpg.Pool, client: ConnectClient, order_id: str) -> tuple[StepRunner, uuid.UUID]:
-    intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
+    intake = crm_handler(CrmIntake(pool=pool, status_topic="status", clock=SystemClock()))
     value = crm_event("crm.order.submitted", order_submitted(order_id, subscription("li-1")))
     await intake(
         ConsumedRecord(

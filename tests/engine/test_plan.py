@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchestrator.engine._plan import (
+from orchestrator.engine import (
     Call,
     Move,
     Poll,
@@ -16,7 +16,7 @@ from orchestrator.engine._plan import (
     plan_item,
     step_key,
 )
-from orchestrator.engine._rows import OrderRow, WorkflowRow
+from orchestrator.store.rows import OrderRow, WorkflowContext, WorkflowRow
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -25,8 +25,8 @@ def _row(state: str, spec: dict[str, Any], **context: Any) -> WorkflowRow:
     return WorkflowRow(
         workflow_id=uuid.UUID(int=7), order_id="o-1", line_item_id="li-1", line_item_type="SUBSCRIPTION",
         definition_version=1, state=state, spec={"type": "SUBSCRIPTION", "lineItemId": "li-1", **spec},
-        secrets=None, context=dict(context), generation=0, sequence=1, version=1, resume_state=None,
-        error=None, attempts=0,
+        secrets=None, context=WorkflowContext(**context), generation=0, sequence=1, version=1,
+        resume_state=None, error=None, attempts=0,
     )  # fmt: skip
 
 

@@ -12,10 +12,10 @@ import uuid
 
 import asyncpg
 
-from orchestrator.engine import CrmIntake, SystemClock
-from orchestrator.engine._provider_events import ProviderEventIntake
+from orchestrator.engine import CrmIntake, ProviderEventIntake, SystemClock
 from orchestrator.kafka import ConsumedRecord
 from orchestrator.store import open_pool
+from orchestrator.worker import crm_handler, provider_event_handler
 from tests.e2e.support import STRUCTURED, crm_event, order_submitted, subscription
 
 _offsets = itertools.count()
@@ -54,7 +54,7 @@ async def test_a_webhook_pokes_only_the_workflows_it_can_move(migrated_database:
     async with open_pool(migrated_database) as pool:
         items = [subscription(f"li-{n}") for n in range(1, 5)]
         value = crm_event("crm.order.submitted", order_submitted("o-poke", *items))
-        await CrmIntake(pool=pool, status_topic="status", clock=SystemClock())(
+        await crm_handler(CrmIntake(pool=pool, status_topic="status", clock=SystemClock()))(
             _record("crm", value, tuple(STRUCTURED))
         )
         # li-1 polls for its known subscription, li-2 polls without knowing it yet, li-3 is still
@@ -73,7 +73,7 @@ async def test_a_webhook_pokes_only_the_workflows_it_can_move(migrated_database:
                 state,
                 context,
             )
-        intake = ProviderEventIntake(pool=pool, clock=SystemClock())
+        intake = provider_event_handler(ProviderEventIntake(pool=pool, clock=SystemClock()))
 
         await pool.execute("DELETE FROM timers")
         await intake(

@@ -12,10 +12,10 @@ import sys
 from collections import Counter
 from typing import Any
 
-from orchestrator.engine import Worker
 from orchestrator.ops import build_filter, open_operations
 from orchestrator.sandbox import RunningSandbox, SandboxControl
 from orchestrator.settings import Settings
+from orchestrator.worker import Worker
 from tests.e2e.support import (
     StatusEvents,
     crm_event,

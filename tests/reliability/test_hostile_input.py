@@ -32,15 +32,14 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from orchestrator.admin import create_admin_app, serve_admin
-from orchestrator.engine._clock import SystemClock
-from orchestrator.engine._intake import CrmIntake
-from orchestrator.engine._provider_events import ProviderEventIntake
+from orchestrator.engine import CrmIntake, ProviderEventIntake, SystemClock
 from orchestrator.events import InvalidEventError, OrderSubmittedEvent, decode_crm_event
 from orchestrator.kafka import ConsumedRecord, DeadLetter
 from orchestrator.localstack import LocalStack
 from orchestrator.settings import Settings
 from orchestrator.store import open_pool
 from orchestrator.webhooks import WEBHOOK_PATH, create_webhook_app, serve_webhooks
+from orchestrator.worker import crm_handler, provider_event_handler
 from tests.e2e.conftest import control, sandbox, settings, webhook_port  # noqa: F401 - fixtures
 
 FUZZ = hypothesis_settings(
@@ -201,7 +200,7 @@ async def test_crm_records_are_processed_or_dead_lettered_never_crash_hang_or_ha
     pool: asyncpg.Pool, record: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 ) -> None:
     key, value, headers = record
-    intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
+    intake = crm_handler(CrmIntake(pool=pool, status_topic="status", clock=SystemClock()))
     consumed = ConsumedRecord(
         topic="crm.orders.v1",
         partition=0,
@@ -316,7 +315,7 @@ async def test_provider_events_on_kafka_are_processed_or_dead_lettered(
 ) -> None:
     """What the consumer of connect.events.v1 gets when something other than our ingress (which
     refuses these) published to the topic: a DLQ record or a poke, never a poison pill."""
-    intake = ProviderEventIntake(pool=pool, clock=SystemClock())
+    intake = provider_event_handler(ProviderEventIntake(pool=pool, clock=SystemClock()))
     record = ConsumedRecord(
         topic="connect.events.v1", partition=0, offset=0, key=None, value=body, headers=(), timestamp_ms=0
     )

@@ -4,7 +4,8 @@ state machines) through arbitrary interleavings of CRM events (amend, cancel), t
 (webhooks arrive duplicated, late and out of order, and each one only makes the next poll read
 *some* provider state — so arbitrary snapshot sequences cover them) and a moving clock.
 
-It applies decisions exactly as `_steps.StepRunner._apply` does and checks after every rule:
+It applies decisions through the engine's own pure half, `Journal.fire` (what `StepRunner._apply`
+runs before it writes), and checks after every rule:
 
 - only edges declared by the machine class are ever taken (read from the class's states, not
   through `try_event`);
@@ -27,11 +28,21 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from orchestrator.connect import ProviderStateConflict, ProviderUnavailable
-from orchestrator.engine._calls import CallOutcome
-from orchestrator.engine._plan import Call, Move, Plan, Poll, Snapshot, Wait, decide_from_snapshot, plan_item
-from orchestrator.engine._rows import OrderRow, WorkflowRow
-from orchestrator.engine._steps import StepRunner
-from orchestrator.machines import TERMINAL_STATES, Transitioned, is_settled, machine_for, restore, try_event
+from orchestrator.engine import (
+    Call,
+    CallOutcome,
+    Journal,
+    Move,
+    Plan,
+    Poll,
+    Snapshot,
+    StepRunner,
+    Wait,
+    decide_from_snapshot,
+    plan_item,
+)
+from orchestrator.machines import TERMINAL_STATES, Transitioned, is_settled, machine_for
+from orchestrator.store.rows import OrderRow, WorkflowContext, WorkflowRow
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PORTED = "+15550001111"
@@ -114,7 +125,7 @@ class OneLineItem(RuleBasedStateMachine):
             state=str(machine.initial_state.value),
             spec=spec,
             secrets=None,
-            context={},
+            context=WorkflowContext(),
             generation=0,
             sequence=1,
             version=0,
@@ -139,14 +150,10 @@ class OneLineItem(RuleBasedStateMachine):
 
     # --- what the engine does with a decision (StepRunner._apply) ---------------------------------
 
-    def _fire(self, event: str, *, planned: bool) -> bool:
-        machine = restore(
-            line_item_type=self.row.line_item_type,
-            definition_version=self.row.definition_version,
-            model=self.row,
-        )
+    def _fire(self, move: Move, *, planned: bool) -> bool:
         before = self.row.current
-        outcome = try_event(machine, event=event)
+        outcome = Journal.fire(self.row, move)
+        event = move.event
         if not isinstance(outcome, Transitioned):
             assert not planned, f"the planner proposed {event!r} in {before!r} and the machine refused it"
             return False
@@ -163,29 +170,20 @@ class OneLineItem(RuleBasedStateMachine):
             assert plan.context, "a Move without event or context changes nothing"
             self.row.context.update(plan.context)
             return
-        if plan.event == "fail":
-            self.row.resume_state, self.row.error = self.row.current, plan.error
-        if self._fire(plan.event, planned=True):
-            self.row.context.update({k: v for k, v in plan.context.items() if v is not None})
-            for key in [k for k, v in plan.context.items() if v is None]:
-                self.row.context.pop(key, None)
-            self.row.attempts = 0
+        self._fire(plan, planned=True)
 
     # --- rules ----------------------------------------------------------------------------------
 
     @rule(offering=st.sampled_from(["plan-b", "plan-c"]))
     def crm_amends(self, offering: str) -> None:
-        before = self.row.current
-        if self._fire("amend", planned=False):
+        if self._fire(Move("amend"), planned=False):
             self.row.spec = {**self.row.spec, "productOfferingId": offering}
             self.row.generation += 1
-            self.row.error = None
-            if self.row.current != before:
-                self.row.context.pop("lease_checked", None)
 
     @rule()
     def crm_cancels(self) -> None:
-        self._fire("cancel", planned=False)
+        if self.row.current != "cancelling":  # the intake leaves a cancelling item alone
+            self._fire(Move("cancel"), planned=False)
 
     @rule()
     def order_step_creates_the_provider_order(self) -> None:
@@ -200,7 +198,7 @@ class OneLineItem(RuleBasedStateMachine):
             and self.row.current == "awaiting_submission"
         ):
             self.order.submitted_at = self.now
-            self._fire("order_submitted", planned=True)
+            self._fire(Move("order_submitted"), planned=True)
 
     @rule(seconds=st.sampled_from([1, 600, 3600, 2 * 86400, 5 * 86400]))
     def clock_moves(self, seconds: int) -> None:
@@ -241,7 +239,7 @@ class OneLineItem(RuleBasedStateMachine):
                 else ProviderStateConflict("injected")
             )
             outcome = CallOutcome(response=None, error=error, latency_ms=0)
-            return JUDGE._judge(self.row, plan.step, outcome, plan)  # the engine's own verdict
+            return JUDGE._judge(self.row, plan.step, outcome) or plan.on_success(None)  # the engine's verdict
         if isinstance(plan, Poll):
             return decide_from_snapshot(self.row, snapshot, now=self.now)
         return plan
@@ -302,4 +300,4 @@ def test_regression_a_refused_compensation_does_not_strand_the_item_in_cancellin
     state.crm_cancels()
     state.timer_fires(answer="permanent", snapshot=Snapshot(None, None, None))  # remove_item refused
     assert state.row.current == "cancelling"
-    assert state.row.context["compensation_error"]["step"] == "remove_item"
+    assert state.row.context.compensation_error["step"] == "remove_item"
