@@ -9,6 +9,7 @@ See docs/operations.md.
 
 from orchestrator.admin._app import create_admin_app
 from orchestrator.admin._auth import AdminConfigError, Unauthorized
+from orchestrator.admin._metrics import WorkerCounters
 from orchestrator.admin._server import serve_admin
 
-__all__ = ["AdminConfigError", "Unauthorized", "create_admin_app", "serve_admin"]
+__all__ = ["AdminConfigError", "Unauthorized", "WorkerCounters", "create_admin_app", "serve_admin"]

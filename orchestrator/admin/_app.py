@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,10 +18,15 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from orchestrator.admin import _api, _console
 from orchestrator.admin._auth import TokenCheck, Unauthorized
 from orchestrator.admin._health import Check, kafka_check, postgres_check, provider_check, run_checks
-from orchestrator.admin._metrics import CONTENT_TYPE, kafka_consumer_lag, read_snapshot, render
-from orchestrator.engine import Clock, Worker
+from orchestrator.admin._metrics import (
+    CONTENT_TYPE,
+    WorkerCounters,
+    kafka_consumer_lag,
+    read_snapshot,
+    render,
+)
 from orchestrator.logs import get_logger
-from orchestrator.ops import Operations, OpsError, open_operations, span
+from orchestrator.ops import Clock, Operations, OpsError, open_operations, span
 from orchestrator.settings import Settings
 
 log = get_logger(__name__)
@@ -36,7 +41,7 @@ def create_admin_app(
     settings: Settings,
     token: str | None,
     operations: Operations | None = None,
-    worker: Worker | None = None,
+    counters: Callable[[], WorkerCounters] | None = None,
     clock: Clock | None = None,
     checks: Mapping[str, Check] | None = None,
 ) -> FastAPI:
@@ -75,7 +80,7 @@ def create_admin_app(
         lifespan=lifespan,
     )
     app.state.tokens = tokens
-    app.state.worker = worker
+    app.state.counters = counters
     app.state.settings = settings
     app.include_router(_api.router)
     app.include_router(_console.router)
@@ -137,6 +142,9 @@ def create_admin_app(
             )
         except Exception as exc:  # lag is best effort: a scrape must not fail because Kafka is slow
             log.info("consumer lag unavailable", error=repr(exc))
-        return Response(render(snap, request.app.state.worker), media_type=CONTENT_TYPE)
+        return Response(
+            render(snap, request.app.state.counters() if request.app.state.counters else None),
+            media_type=CONTENT_TYPE,
+        )
 
     return app

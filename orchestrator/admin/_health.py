@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from orchestrator.ops import ProviderReader
+from orchestrator.ops import ProviderReader, probe_provider
 from orchestrator.store import read_models
 
 Check = Callable[[], Awaitable[None]]
@@ -57,6 +57,6 @@ def kafka_check(bootstrap_servers: str) -> Check:
 
 def provider_check(reader: ProviderReader) -> Check:
     async def check() -> None:
-        await reader.get("/subscriptions?limit=1")  # any answer but an error means reachable and accepted
+        await probe_provider(reader)
 
     return check

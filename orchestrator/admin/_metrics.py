@@ -17,9 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from orchestrator.engine import Worker
-from orchestrator.kafka import outbox_lag
-from orchestrator.store import read_models
+from orchestrator.store import outbox_lag, read_models
 
 LATENCY_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -59,7 +57,7 @@ async def read_snapshot(conn: asyncpg.Connection) -> Snapshot:
 
 
 class _SnapshotCollector(Collector):
-    def __init__(self, snap: Snapshot, worker: Worker | None) -> None:
+    def __init__(self, snap: Snapshot, worker: WorkerCounters | None) -> None:
         self._snap = snap
         self._worker = worker
 
@@ -113,8 +111,7 @@ class _SnapshotCollector(Collector):
                 lag.add_metric([topic, str(partition)], n)
             yield lag
 
-    def _live(self, worker: Worker) -> Iterable[Metric]:
-        counters = worker.consumer.counters
+    def _live(self, counters: WorkerCounters) -> Iterable[Metric]:
         consumed = CounterMetricFamily(
             "orchestrator_events_consumed", "Kafka records handled by this process"
         )
@@ -126,14 +123,26 @@ class _SnapshotCollector(Collector):
         failures = CounterMetricFamily("orchestrator_handler_failures", "Handler attempts that raised")
         failures.add_metric([], counters.handler_failures)
         steps = CounterMetricFamily("orchestrator_steps", "Steps run by this process", labels=["result"])
-        steps.add_metric(["ok"], worker.scheduler.steps_run)
-        steps.add_metric(["failed"], worker.scheduler.steps_failed)
+        steps.add_metric(["ok"], counters.steps_run)
+        steps.add_metric(["failed"], counters.steps_failed)
         published = CounterMetricFamily("orchestrator_events_published", "Outbox rows this process published")
-        published.add_metric([], worker.relay.published)
+        published.add_metric([], counters.published)
         yield from (consumed, rejected, failures, steps, published)
 
 
-def render(snap: Snapshot, worker: Worker | None) -> bytes:
+@dataclass(frozen=True)
+class WorkerCounters:
+    """Live counters of the worker running in this process (`orchestrator.worker.Worker.counters`)."""
+
+    consumed: int
+    dead_lettered: int
+    handler_failures: int
+    steps_run: int
+    steps_failed: int
+    published: int
+
+
+def render(snap: Snapshot, worker: WorkerCounters | None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_SnapshotCollector(snap, worker))
     return generate_latest(registry)

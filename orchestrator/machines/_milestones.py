@@ -82,6 +82,8 @@ BEFORE_SUBMISSION_STATES = frozenset(
 )
 """Not yet part of a submitted provider order: an amendment can still change the item."""
 
-ORDER_STEP_STATES = frozenset({LineItemState.AWAITING_SUBMISSION, LineItemState.FAILED, LineItemState.CANCELLED})
+ORDER_STEP_STATES = frozenset(
+    {LineItemState.AWAITING_SUBMISSION, LineItemState.FAILED, LineItemState.CANCELLED}
+)
 """An item arriving here gives its order's step something to do: all added → submit; all
 cancelled → cancel the order; a failed item may unblock the others' submission."""

@@ -9,15 +9,16 @@ The CLI (`orchestrator workflows|replay|cancel|retry-now`, in `ops/cli.py`) and 
 (`orchestrator/admin/`) are thin shells over `Operations`. See docs/operations.md.
 """
 
-from orchestrator.engine._reconcile import (
+from orchestrator.engine import (
     Action,
     CallFacts,
+    Clock,
     ConnectReader,
     Evidence,
     ProviderReader,
     ProviderReadFailed,
+    decide_call,
 )
-from orchestrator.engine._reconcile import decide as decide_call
 from orchestrator.ops._errors import (
     ActionRefused,
     InvalidInput,
@@ -33,7 +34,13 @@ from orchestrator.ops._filters import (
     parse_duration,
     parse_workflow_id,
 )
-from orchestrator.ops._operations import Operations, check_actor, check_reason, open_operations
+from orchestrator.ops._operations import (
+    Operations,
+    check_actor,
+    check_reason,
+    open_operations,
+    probe_provider,
+)
 from orchestrator.ops._replay import CallPlan, ReplayPlan, WorkflowPlan
 from orchestrator.ops._tracing import enable_tracing, set_tracer, span
 
@@ -42,6 +49,7 @@ __all__ = [
     "ActionRefused",
     "CallFacts",
     "CallPlan",
+    "Clock",
     "ConnectReader",
     "Evidence",
     "InvalidInput",
@@ -64,6 +72,7 @@ __all__ = [
     "open_operations",
     "parse_duration",
     "parse_workflow_id",
+    "probe_provider",
     "set_tracer",
     "span",
 ]

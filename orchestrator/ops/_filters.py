@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator.events import LineItemType
 from orchestrator.machines import TERMINAL_STATES, machine_for
 from orchestrator.ops._errors import InvalidInput
-from orchestrator.store.read_models import WorkflowQuery, where_sql
+from orchestrator.store.read_models import WorkflowQuery
 
 MAX_LIMIT = 1000
 _DURATION = re.compile(r"(\d+)\s*(d|h|m|s)")
@@ -181,9 +181,3 @@ def build_filter(
 
 def _blank_to_none(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
-
-
-def where_clause(flt: WorkflowFilter, *, now: datetime) -> tuple[str, list[Any]]:
-    """Kept only while `ops/_replay.py` still builds its own selection statement; it goes once the
-    replay reads through `orchestrator.store.read_models.select_workflow_rows`."""
-    return where_sql(flt.query(now=now))

@@ -14,9 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from orchestrator.connect import ConnectClient
-from orchestrator.engine import Clock, SystemClock
-from orchestrator.engine._reconcile import ConnectReader, ProviderReader
+from orchestrator.connect import ConnectClient, Requests
+from orchestrator.engine import Clock, ConnectReader, Journal, ProviderReader, SystemClock
 from orchestrator.ops import _audit
 from orchestrator.ops._actions import cancel_workflow
 from orchestrator.ops._actions import retry_now as _retry_now
@@ -38,6 +37,11 @@ from orchestrator.store import open_pool
 REASON_MIN = 3
 REASON_MAX = 500
 DEFAULT_RATE_PER_S = 5.0
+
+
+async def probe_provider(reader: ProviderReader) -> None:
+    """One cheap read: any answer but an error means the provider is reachable and accepts our key."""
+    await reader.get(Requests.list_subscriptions(limit=1))
 
 
 def check_reason(reason: str | None) -> str:
@@ -188,7 +192,7 @@ class Operations:
                     actor=actor,
                     reason=reason,
                     audit_id=audit_id,
-                    status_topic=self._status_topic,
+                    journal=Journal(status_topic=self._status_topic),
                     now=self._clock.now(),
                 )
                 await _audit.finish(conn, audit_id, outcome=result, now=self._clock.now())

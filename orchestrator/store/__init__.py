@@ -1,5 +1,8 @@
-"""Postgres: schema migrations (and, as the engine grows, the repositories over its tables)."""
+"""Postgres: the only place SQL lives. One module per thing kept: `workflows` (orders and their
+line item workflows, locks, transitions), `timers`, `inbox`, `outbox`, `provider_calls`,
+`read_models` and `audit` (for operators), `migrate`, and the pool. `rows` holds the typed rows."""
 
+from orchestrator.store.inbox import Delivery
 from orchestrator.store.migrate import MIGRATIONS_DIR, Migration, MigrationReport, load_migrations, migrate
 from orchestrator.store.outbox import (
     NO_LAG,
@@ -27,6 +30,7 @@ __all__ = [
     "NO_LAG",
     "OUTBOX_CHANNEL",
     "OUTBOX_LOCK_KEY",
+    "Delivery",
     "Migration",
     "MigrationReport",
     "OutboxBatch",
