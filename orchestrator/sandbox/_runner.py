@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 
+from orchestrator import http_server
 from orchestrator.errors import LocalStackError
 from orchestrator.sandbox._app import create_app
 from orchestrator.sandbox._config import SandboxConfig
 from orchestrator.sandbox._runtime import Runtime
 
-LOCALHOST = "127.0.0.1"
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the host process (pytest, the engine) owns signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+LOCALHOST = http_server.DEFAULT_HOST
+# The sandbox serves a benchmark's whole load: one log line per request would cost more CPU than
+# the request itself.
+_SERVER_OPTIONS: dict[str, Any] = {"access_log": False, "http": "h11", "timeout_keep_alive": 30}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,50 +32,22 @@ class RunningSandbox:
     runtime: Runtime  # in-process access for tests; everything is also reachable over HTTP
 
 
-def _uvicorn_config(app: object, *, host: str, port: int, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        lifespan="on",
-        access_log=False,  # one log line per request costs more CPU than the request itself
-        log_level=log_level,
-        log_config=None,
-        http="h11",
-        ws="none",
-        timeout_keep_alive=30,
-    )
-
-
-@contextlib.asynccontextmanager
-async def serve_in_loop(app: object, *, startup_timeout_s: float = 10.0) -> AsyncIterator[int]:
-    """Serve any ASGI app on 127.0.0.1 on a free port in the current loop; yields the port."""
-    server = _EmbeddedServer(_uvicorn_config(app, host=LOCALHOST, port=0, log_level="warning"))
-    task = asyncio.get_running_loop().create_task(server.serve(), name="embedded-http-server")
-    try:
-        async with asyncio.timeout(startup_timeout_s):
-            while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes a flag, no event
-                await asyncio.sleep(0.005)
-        if not server.started:
-            await task  # surfaces the start-up exception if there was one
-            raise LocalStackError("embedded HTTP server did not start")
-        yield int(server.servers[0].sockets[0].getsockname()[1])
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 @contextlib.asynccontextmanager
 async def run_sandbox(
     config: SandboxConfig, *, startup_timeout_s: float = 10.0
 ) -> AsyncIterator[RunningSandbox]:
     """Serve the sandbox on 127.0.0.1 on a free port in the current loop; yields its base URL."""
     app = create_app(config)
-    async with serve_in_loop(app, startup_timeout_s=startup_timeout_s) as port:
-        yield RunningSandbox(
-            base_url=f"http://{LOCALHOST}:{port}", port=port, config=config, runtime=app.state.runtime
-        )
+    async with http_server.serve(
+        app,
+        name="the Connect sandbox",
+        start_timeout_s=startup_timeout_s,
+        error=LocalStackError,
+        **_SERVER_OPTIONS,
+    ) as base_url:
+        port = urlsplit(base_url).port
+        assert port is not None, base_url
+        yield RunningSandbox(base_url=base_url, port=port, config=config, runtime=app.state.runtime)
 
 
 def serve(
@@ -110,4 +79,14 @@ def serve(
         port_delay_s=port_delay_s,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.Server(_uvicorn_config(create_app(config), host=host, port=port, log_level=log_level)).run()
+    server_config = uvicorn.Config(
+        create_app(config),
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level=log_level,
+        log_config=None,
+        ws="none",
+        **_SERVER_OPTIONS,
+    )
+    uvicorn.Server(server_config).run()

@@ -1,6 +1,6 @@
 """Provider webhook ingress: `POST /webhooks/connect` → `connect.events.v1`, answered 2xx only
-after Kafka acknowledged the event. Build the app with `create_webhook_app`, serve it in-process
-with `serve_webhooks` (async context manager yielding the base URL) or blocking with `run_webhooks`.
+after Kafka acknowledged the event. Build the app with `create_webhook_app` and serve it in-process
+with `serve_webhooks` (async context manager yielding the base URL).
 """
 
 from orchestrator.webhooks._app import (
@@ -9,13 +9,12 @@ from orchestrator.webhooks._app import (
     WebhookEnvelope,
     create_webhook_app,
 )
-from orchestrator.webhooks._server import run_webhooks, serve_webhooks
+from orchestrator.webhooks._server import serve_webhooks
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "WEBHOOK_PATH",
     "WebhookEnvelope",
     "create_webhook_app",
-    "run_webhooks",
     "serve_webhooks",
 ]

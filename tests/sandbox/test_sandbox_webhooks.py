@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from orchestrator.http_server import serve
 from orchestrator.sandbox import SandboxConfig, run_sandbox
-from orchestrator.sandbox._runner import serve_in_loop
 
 SECRET = "hook-secret"
 
@@ -38,8 +38,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     hook = Receiver(fail_first=3)
-    async with serve_in_loop(hook.app) as port:
-        yield hook, f"http://127.0.0.1:{port}/hook"
+    async with serve(hook.app, name="the webhook receiver") as base_url:
+        yield hook, f"{base_url}/hook"
 
 
 async def _wait_for(predicate: Any, *, attempts: int = 200) -> None:
