@@ -78,7 +78,6 @@ from orchestrator.connect._models import (
     SubscriptionStatus,
     TopupApplied,
     UpdatePortingRequest,
-    WebhookEvent,
 )
 from orchestrator.connect._requests import InvalidRequestError, PreparedRequest, Requests
 from orchestrator.connect._response import ProviderResponse
@@ -153,7 +152,6 @@ __all__ = [
     "TokenBucket",
     "TopupApplied",
     "UpdatePortingRequest",
-    "WebhookEvent",
     "bounded_key",
     "canonical_json",
     "classify_response",

@@ -446,12 +446,3 @@ class Pagination(ConnectModel):
 class LicensePage(ConnectModel):
     items: list[License]
     pagination: Pagination | None = None
-
-
-class WebhookEvent(ConnectModel):
-    """The envelope of a provider webhook; `data` is the entity snapshot, read per `type`."""
-
-    event_id: str
-    type: str
-    occurred_at: datetime
-    data: dict[str, Any]

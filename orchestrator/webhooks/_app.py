@@ -7,14 +7,16 @@ Answers (JSON bodies `{"error": code, "detail": ...}` on failure):
 - 401 `unauthorized` — `X-Api-Key` missing or wrong (compared in constant time);
 - 413 `body_too_large` — more than `max_body_bytes` (checked on Content-Length and while reading);
 - 400 `invalid_json` — not UTF-8 JSON, or not a JSON object;
-- 422 `invalid_envelope` — `eventId`, `type`, `occurredAt` (RFC 3339 with offset) or `data` (object)
-  missing or wrong; the detail lists each field's problem;
+- 422 `invalid_envelope` — `eventId`, `type` (1 to 255 characters), `occurredAt` (RFC 3339 with
+  offset) or `data` (object) missing or wrong; the detail lists each field's problem. The envelope
+  is `orchestrator.events.ProviderWebhookEvent`, the model the engine reads the topic with;
 - 503 `kafka_unavailable` with `Retry-After` — the broker did not ack in time: the provider retries.
 
-The record: value = the request body byte for byte; key = `data.subscriptionId`, else
-`data.orderId`, else `data.order.orderId`, else `eventId`; headers `eventId`, `type` (UTF-8) and
-`content-type: application/json`. Redeliveries carry the same `eventId`, which the consumer dedups
-on. Bodies and the API key are never logged: webhook data can carry personal data.
+The record: value = the request body byte for byte; key = `ProviderWebhookEvent.kafka_key()`
+(`data.subscriptionId`, else `data.orderId`, else `data.order.orderId`, else `eventId`); headers
+`eventId`, `type` (UTF-8) and `content-type: application/json`. Redeliveries carry the same
+`eventId`, which the consumer dedups on. Bodies and the API key are never logged: webhook data can
+carry personal data.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError
 
+from orchestrator.events import ProviderWebhookEvent
 from orchestrator.kafka import IdempotentProducer, KafkaEdgeError
 from orchestrator.logs import get_logger
 
@@ -36,30 +39,6 @@ log = get_logger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 WEBHOOK_PATH = "/webhooks/connect"
-
-
-class WebhookEnvelope(BaseModel):
-    """What the ingress checks of `{eventId, type, occurredAt, data}`; everything else passes through."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    event_id: str = Field(alias="eventId", min_length=1)
-    type: str = Field(min_length=1)
-    occurred_at: AwareDatetime = Field(alias="occurredAt")
-    data: dict[str, Any]
-
-    def kafka_key(self) -> bytes:
-        """Subscription id, else order id (flat or nested), else the event id: an order's or a
-        subscription's events stay on one partition, in order."""
-        order = self.data.get("order")
-        for candidate in (
-            self.data.get("subscriptionId"),
-            self.data.get("orderId"),
-            order.get("orderId") if isinstance(order, dict) else None,
-        ):
-            if isinstance(candidate, str) and candidate:
-                return candidate.encode("utf-8")
-        return self.event_id.encode("utf-8")
 
 
 class _BodyTooLarge(Exception):
@@ -92,7 +71,9 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _accept(request: Request, *, secret: bytes, max_body_bytes: int) -> tuple[bytes, WebhookEnvelope]:
+async def _accept(
+    request: Request, *, secret: bytes, max_body_bytes: int
+) -> tuple[bytes, ProviderWebhookEvent]:
     """Check the caller, then the size, then the JSON, then the envelope; raise _Rejected."""
     provided = request.headers.get("x-api-key", "").encode("utf-8")
     if not hmac.compare_digest(provided, secret):
@@ -110,7 +91,7 @@ async def _accept(request: Request, *, secret: bytes, max_body_bytes: int) -> tu
     if not isinstance(parsed, dict):
         raise _Rejected(_problem(400, "invalid_json", "the body must be a JSON object"))
     try:
-        envelope = WebhookEnvelope.model_validate(parsed)
+        envelope = ProviderWebhookEvent.model_validate(parsed)
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()]
         raise _Rejected(_problem(422, "invalid_envelope", problems)) from exc
