@@ -78,6 +78,9 @@ class Requirement(StrEnum):
     REQUIRED = "REQUIRED"
 
 
+# LineItemType and CancelReason are also the CRM contract's (`orchestrator.events`): the CRM passes
+# Connect's values through. They are defined twice on purpose, because the client depends on nothing
+# of ours (the `connect-alone` import contract); tests/connect holds the two definitions equal.
 class LineItemType(StrEnum):
     SUBSCRIPTION = "SUBSCRIPTION"
     LICENSE = "LICENSE"

@@ -53,11 +53,6 @@ class OrderState(StrEnum):
     CANCELLED = "cancelled"
 
 
-class StatusEventType(StrEnum):
-    LINE_ITEM_STATE_CHANGED = "provisioning.line_item.state_changed"
-    ORDER_STATE_CHANGED = "provisioning.order.state_changed"
-
-
 class StepError(ContractModel):
     """Why a workflow is `failed`: a stable machine-readable code, and the step that failed."""
 

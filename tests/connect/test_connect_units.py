@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from enum import StrEnum
 
 import httpx
 import pytest
@@ -15,11 +16,13 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from orchestrator.connect import (
+    CancelReason,
     ConnectClient,
     ConnectClientStateError,
     IdempotencyKeyLocked,
     IdempotencyKeyMismatch,
     InvalidRequestError,
+    LineItemType,
     Order,
     OrderState,
     Outcome,
@@ -42,6 +45,8 @@ from orchestrator.connect import (
     parse_retry_after,
 )
 from orchestrator.connect._transport import build_http_client
+from orchestrator.events import CancellationReason
+from orchestrator.events import LineItemType as CrmLineItemType
 from orchestrator.settings import ConnectSettings
 
 json_values = st.recursive(
@@ -214,3 +219,11 @@ async def test_requests_spread_over_small_pools_the_least_busy_first() -> None:
     assert [a.status_code for a in answers] == [200] * 20
     assert http.in_flight() == [0, 0, 0]
     await http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("ours", "crm"), [(LineItemType, CrmLineItemType), (CancelReason, CancellationReason)]
+)
+def test_connects_enums_and_the_crm_contracts_are_the_same(ours: type[StrEnum], crm: type[StrEnum]) -> None:
+    # The CRM passes Connect's values straight through, so the two definitions must never drift.
+    assert {m.name: m.value for m in ours} == {m.name: m.value for m in crm}
