@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import psutil
 
-from orchestrator.localstack._process import spawn, stop_process
+from orchestrator.localstack import spawn, stop_process
 from orchestrator.settings import Settings, settings_env
 
 

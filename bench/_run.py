@@ -36,9 +36,7 @@ from bench._workload import (
     sustained_rate,
     wait_assigned,
 )
-from orchestrator.localstack import LocalStack, local_stack
-from orchestrator.localstack._ports import free_port
-from orchestrator.localstack._process import spawn, stop_process
+from orchestrator.localstack import LocalStack, free_port, local_stack, spawn, stop_process
 from orchestrator.settings import ConnectSettings, DatabaseSettings, KafkaSettings, Settings, WebhookSettings
 from orchestrator.store import migrate
 from orchestrator.webhooks import WEBHOOK_PATH

@@ -20,8 +20,7 @@ from pydantic import SecretStr
 
 from orchestrator.admin import create_admin_app, serve_admin
 from orchestrator.engine import Worker, running_worker
-from orchestrator.localstack import LocalStack, StackInfo, local_stack
-from orchestrator.localstack._ports import free_port
+from orchestrator.localstack import LocalStack, StackInfo, free_port, local_stack
 from orchestrator.logs import configure_logging
 from orchestrator.sandbox import RunningSandbox, SandboxConfig, run_sandbox
 from orchestrator.settings import DatabaseSettings, KafkaSettings, Settings, WebhookSettings

@@ -30,8 +30,7 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from orchestrator.faults import MARKER
-from orchestrator.localstack import LocalKafka
-from orchestrator.localstack._ports import free_port
+from orchestrator.localstack import LocalKafka, free_port
 from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
 from orchestrator.settings import ConnectSettings, DatabaseSettings, KafkaSettings, Settings, WebhookSettings
 from orchestrator.webhooks import WEBHOOK_PATH

@@ -13,8 +13,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from orchestrator.localstack import LocalStack
-from orchestrator.localstack._ports import free_port
+from orchestrator.localstack import LocalStack, free_port
 from tests.reliability.harness import WorkerProcess, drain, order_messages, progress, publish, rig
 
 GOOD = ("assigned", "port", "temp_port", "mixed", "cancel", "amend", "duplicate")

@@ -31,8 +31,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from orchestrator.faults import FAULT_POINTS
-from orchestrator.localstack import LocalStack, local_stack
-from orchestrator.localstack._ports import free_port
+from orchestrator.localstack import LocalStack, free_port, local_stack
 from orchestrator.logs import configure_logging
 from orchestrator.store import migrate
 from tests.reliability.harness import Message, Rig, WorkerProcess, drain, order_messages, publish, rig
