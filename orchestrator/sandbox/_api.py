@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -61,11 +62,11 @@ def api_router(world_of: Any) -> APIRouter:  # noqa: C901 - one flat closure per
 
     @router.put("/orders/{order_id}/line-items/{line_item_id}")
     async def update_line_item(order_id: str, line_item_id: str, request: Request) -> Response:
-        return ok(world().update_line_item(order_id, line_item_id, await body_of(request)))
+        return ok(world().update_line_item(order_id, unquote(line_item_id), await body_of(request)))
 
     @router.delete("/orders/{order_id}/line-items/{line_item_id}")
     async def remove_line_item(order_id: str, line_item_id: str) -> Response:
-        world().remove_line_item(order_id, line_item_id)
+        world().remove_line_item(order_id, unquote(line_item_id))
         return Response(status_code=204)
 
     @router.post("/orders/{order_id}/calculate-price")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.sandbox._api import api_router
 from orchestrator.sandbox._config import SandboxConfig
@@ -53,4 +55,23 @@ def create_app(config: SandboxConfig) -> FastAPI:
         return error_response(ApiError(400, "validation_error", str(exc)))
 
     app.add_middleware(SandboxMiddleware, runtime=runtime)
+    app.add_middleware(EscapedSegments)
     return app
+
+
+class EscapedSegments:
+    """Route on the path's segments as sent, like the real API: a CRM line item id such as `a/b`
+    arrives escaped (`a%2Fb`), and the server's decoded `path` would split it into two levels and
+    miss the route. Each segment is decoded, then its `%` and `/` re-escaped, so a route's parameter
+    holds exactly one segment and `unquote` gives the id back (see `_api.py`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw:
+            segments = raw.decode("latin-1").split("?", 1)[0].split("/")
+            marked = (unquote(seg).replace("%", "%25").replace("/", "%2F") for seg in segments)
+            scope = {**scope, "path": "/".join(marked)}
+        await self.app(scope, receive, send)
