@@ -18,14 +18,13 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from orchestrator.admin import create_admin_app, serve_admin
-from orchestrator.engine import Worker, running_worker
 from orchestrator.localstack import LocalStack, StackInfo, free_port, local_stack
 from orchestrator.logs import configure_logging
 from orchestrator.sandbox import RunningSandbox, SandboxConfig, run_sandbox
 from orchestrator.settings import DatabaseSettings, KafkaSettings, Settings, WebhookSettings
 from orchestrator.store import migrate
 from orchestrator.webhooks import WEBHOOK_PATH
+from orchestrator.worker import Worker
 
 
 def say(message: str) -> None:
@@ -96,12 +95,7 @@ async def dev_stack(
                 }
             )
             admin_token = secrets.token_urlsafe(24)
-            async with (
-                running_worker(settings) as worker,
-                serve_admin(
-                    create_admin_app(settings=settings, token=admin_token, worker=worker), port=0
-                ) as admin_url,
-            ):
+            async with Worker(settings, admin_token=admin_token, admin_port=0) as worker:
                 say(
                     f"ready in {time.monotonic() - started:.1f} s "
                     f"({len(report.applied)} migrations applied, {len(report.already_applied)} already there)"
@@ -111,7 +105,7 @@ async def dev_stack(
                     sandbox=sandbox,
                     worker=worker,
                     settings=settings,
-                    admin_url=admin_url,
+                    admin_url=worker.admin_url,
                     admin_token=admin_token,
                 )
                 say("stopping…")
