@@ -56,7 +56,8 @@ async def test_line_item_ids_with_path_characters_are_provisioned(
     assert [e["data"]["lineItemId"] for e in effects(ledger, "line_item.removed")] == [dropped]
     assert [e["data"]["lineItemId"] for e in effects(ledger, "line_item.updated")] == [kept]
     answers = [r["status"] for r in await control.ledger(kind="request") if r["method"] in ("PUT", "DELETE")]
-    assert len(answers) == 2 and all(200 <= status < 300 for status in answers), answers
+    assert len(answers) == 2, answers
+    assert all(200 <= status < 300 for status in answers), answers
 
 
 async def test_an_order_id_of_255_characters_is_provisioned(
