@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 
@@ -53,7 +52,3 @@ async def open_pool(
         yield pool
     finally:
         await pool.close()
-
-
-def row_dict(record: Any) -> dict[str, Any]:
-    return dict(record.items())
