@@ -171,12 +171,12 @@ def replay_filter(flt: WorkflowFilter) -> WorkflowFilter:
     """Replay applies to failed workflows: a filter naming other states is a mistake (422)."""
     if flt.is_empty():
         raise InvalidInput("replay needs workflow ids or at least one filter", field="filter")
-    others = [s for s in flt.states if s != "failed"]
+    others = [s for s in flt.states if s != LineItemState.FAILED]
     if others:
         raise InvalidInput(
             f"state: replay applies to failed workflows only, not {', '.join(others)}", field="state"
         )
-    return flt if flt.workflow_ids else replace(flt, states=("failed",))
+    return flt if flt.workflow_ids else replace(flt, states=(LineItemState.FAILED.value,))
 
 
 def describe_next(plan: Any) -> dict[str, Any]:
@@ -320,7 +320,7 @@ async def _plan_workflow(
         decide(
             line_item_type=row.line_item_type,
             definition_version=row.definition_version,
-            state="failed",
+            state=LineItemState.FAILED.value,
             event="resume",
             resume_state=target,
         ),
