@@ -24,8 +24,6 @@ import enum
 import json
 import socket
 import uuid
-from types import TracebackType
-from typing import Self
 
 from pydantic import ValidationError
 
@@ -50,6 +48,7 @@ from orchestrator.kafka import (
     Handler,
     OutboxRelay,
 )
+from orchestrator.lifecycle import AsyncLifecycle
 from orchestrator.settings import Settings
 from orchestrator.store import Delivery, open_pool
 from orchestrator.webhooks import WEBHOOK_PATH, create_webhook_app, serve_webhooks
@@ -102,7 +101,7 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
-class Worker:
+class Worker(AsyncLifecycle):
     """Everything `orchestrator run` runs, in one exit stack.
 
     The admin API is served when `admin_token` (or `ORCHESTRATOR_ADMIN__TOKEN`) is set, on
@@ -252,11 +251,4 @@ class Worker:
         finally:
             await self.shutdown()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.shutdown()
+    stop = shutdown  # for `async with Worker(...)`, which AsyncLifecycle maps onto start()/stop()

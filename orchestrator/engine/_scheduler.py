@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.lifecycle import AsyncLifecycle
 from orchestrator.logs import get_logger
 from orchestrator.store import connect
 from orchestrator.store.timers import TIMERS_CHANNEL, Claims, TimerKind
@@ -36,7 +37,7 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
-class Scheduler:
+class Scheduler(AsyncLifecycle):
     def __init__(
         self,
         *,
@@ -111,13 +112,6 @@ class Scheduler:
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
-
-    async def __aenter__(self) -> Scheduler:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _release_previous_claims(self) -> None:
         for _ in range(3):  # a concurrent schedule() may add a pending twin in between: try again

@@ -20,13 +20,12 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from orchestrator.errors import LocalStackError
+from orchestrator.lifecycle import AsyncLifecycle
 from orchestrator.localstack._ports import free_port
 from orchestrator.localstack._process import spawn, stop_process, tail, wait_ready
 
@@ -128,7 +127,7 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
-class LocalKafka:
+class LocalKafka(AsyncLifecycle):
     """One combined broker+controller. `async with LocalKafka(run_dir=...) as kafka:` or start/stop.
 
     Ports and data survive `stop()`/`start()` and `kill()`/`start()`, which the reliability tests
@@ -166,15 +165,6 @@ class LocalKafka:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _java_argv(self, libs: Path, main_class: str, *args: str) -> list[str]:
         java = shutil.which("java")

@@ -16,12 +16,11 @@ import pwd
 import signal
 import subprocess
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import asyncpg
 
 from orchestrator.errors import LocalStackError
+from orchestrator.lifecycle import AsyncLifecycle
 from orchestrator.localstack._ports import free_port
 from orchestrator.localstack._process import process_user, spawn, stop_process, tail, wait_ready
 
@@ -78,7 +77,7 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
-class LocalPostgres:
+class LocalPostgres(AsyncLifecycle):
     """A throwaway cluster in `run_dir` with database `database` owned by user `postgres`."""
 
     def __init__(
@@ -110,15 +109,6 @@ class LocalPostgres:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def _initdb(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
