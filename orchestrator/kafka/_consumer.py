@@ -234,12 +234,7 @@ class EventConsumer(AsyncLifecycle):
         try:
             await self._release(list(self._partitions.values()))
         finally:
-            if self._consumer is not None:
-                with contextlib.suppress(Exception):
-                    await self._consumer.stop()
-            if self._owns_dead_letters:
-                await self._dead_letters.stop()
-            self._state = State.STOPPED
+            await self._close()
             log.info("consumer_stopped", group_id=self._group_id, **vars(self.counters))
         if self._fatal is not None:
             raise KafkaEdgeError(f"consumer of {self._topics} failed: {self._fatal!r}") from self._fatal
@@ -261,8 +256,12 @@ class EventConsumer(AsyncLifecycle):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._partitions.clear()
+        await self._close()  # without commits: the offsets stay where they were
+
+    async def _close(self) -> None:
+        """Leave the group and close the connection (auto-commit is off, so this commits nothing),
+        close a DLQ publisher of our own, and be STOPPED."""
         if self._consumer is not None:
-            # Without commits: stop() leaves the group; the offsets stay where they were.
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
         if self._owns_dead_letters:
