@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import enum
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from orchestrator.errors import LocalStackError
+from orchestrator.lifecycle import AsyncLifecycle
 
 _PR_SET_PDEATHSIG = 1
 
@@ -121,3 +123,28 @@ async def wait_ready(
     raise LocalStackError(
         f"{name} did not become ready within {timeout_s:.0f} s (last error: {last_error!r}); {logs()}"
     )
+
+
+class ProcessState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class LocalProcess(AsyncLifecycle):
+    """What LocalKafka and LocalPostgres share: one child process, its state, and how it ends."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._state = ProcessState.NEW
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def _end(self, *, polite: signal.Signals, grace_s: float) -> None:
+        """`polite`, then SIGKILL after `grace_s`; nothing to do once the process is gone."""
+        if self._proc is not None:
+            await stop_process(self._proc, polite=polite, grace_s=grace_s)
+            self._proc = None
+        self._state = ProcessState.STOPPED
