@@ -7,9 +7,18 @@ is safe to repeat); the mixin only maps `async with x:` onto them.
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
+
+
+class RunState(enum.Enum):
+    """Where a started-once resource stands (for those whose stop has no in-between state)."""
+
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
 
 
 class AsyncLifecycle(ABC):

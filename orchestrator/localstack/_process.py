@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import enum
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from orchestrator.errors import LocalStackError
-from orchestrator.lifecycle import AsyncLifecycle
+from orchestrator.lifecycle import AsyncLifecycle, RunState
 
 _PR_SET_PDEATHSIG = 1
 
@@ -125,18 +124,12 @@ async def wait_ready(
     )
 
 
-class ProcessState(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
 class LocalProcess(AsyncLifecycle):
     """What LocalKafka and LocalPostgres share: one child process, its state, and how it ends."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
-        self._state = ProcessState.NEW
+        self._state = RunState.NEW
 
     @property
     def pid(self) -> int | None:
@@ -147,4 +140,4 @@ class LocalProcess(AsyncLifecycle):
         if self._proc is not None:
             await stop_process(self._proc, polite=polite, grace_s=grace_s)
             self._proc = None
-        self._state = ProcessState.STOPPED
+        self._state = RunState.STOPPED

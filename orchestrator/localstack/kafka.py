@@ -24,8 +24,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from orchestrator.errors import LocalStackError
+from orchestrator.lifecycle import RunState
 from orchestrator.localstack._ports import free_port
-from orchestrator.localstack._process import LocalProcess, ProcessState, spawn, tail, wait_ready
+from orchestrator.localstack._process import LocalProcess, spawn, tail, wait_ready
 
 POM_PATH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pom.xml"
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
@@ -197,12 +198,12 @@ class LocalKafka(LocalProcess):
         return libs
 
     async def start(self) -> None:
-        if self._state is ProcessState.RUNNING:
+        if self._state is RunState.RUNNING:
             raise LocalStackError("LocalKafka is already running")
         libs = await self._prepare()
         argv = self._java_argv(libs, "kafka.Kafka", str(self.run_dir / "server.properties"))
         self._proc = spawn(argv, log_path=self.log_dir / "stdout.log", parent_death_signal=signal.SIGKILL)
-        self._state = ProcessState.RUNNING
+        self._state = RunState.RUNNING
         try:
             await self._wait_ready()
         except BaseException:

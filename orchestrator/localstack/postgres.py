@@ -19,10 +19,10 @@ from pathlib import Path
 import asyncpg
 
 from orchestrator.errors import LocalStackError
+from orchestrator.lifecycle import RunState
 from orchestrator.localstack._ports import free_port
 from orchestrator.localstack._process import (
     LocalProcess,
-    ProcessState,
     process_user,
     spawn,
     tail,
@@ -119,7 +119,7 @@ class LocalPostgres(LocalProcess):
             raise LocalStackError(f"initdb failed (exit {result.returncode}): {result.stderr[-2000:]}")
 
     async def start(self) -> None:
-        if self._state is ProcessState.RUNNING:
+        if self._state is RunState.RUNNING:
             raise LocalStackError("LocalPostgres is already running")
         if not (self.data_dir / "PG_VERSION").exists():
             await self._initdb()
@@ -132,7 +132,7 @@ class LocalPostgres(LocalProcess):
         ]  # fmt: skip
         # SIGINT on parent death is Postgres's "fast shutdown": no cluster is left running orphaned
         self._proc = spawn(argv, log_path=self.log_path, parent_death_signal=signal.SIGINT, user=self._user)
-        self._state = ProcessState.RUNNING
+        self._state = RunState.RUNNING
         try:
             await self._wait_ready()
         except BaseException:
