@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from orchestrator.errors import LocalStackError
 from orchestrator.lifecycle import RunState
 from orchestrator.localstack._ports import free_port
-from orchestrator.localstack._process import LocalProcess, spawn, tail, wait_ready
+from orchestrator.localstack._process import LocalProcess, tail, wait_ready
 
 POM_PATH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pom.xml"
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
@@ -202,13 +202,7 @@ class LocalKafka(LocalProcess):
             raise LocalStackError("LocalKafka is already running")
         libs = await self._prepare()
         argv = self._java_argv(libs, "kafka.Kafka", str(self.run_dir / "server.properties"))
-        self._proc = spawn(argv, log_path=self.log_dir / "stdout.log", parent_death_signal=signal.SIGKILL)
-        self._state = RunState.RUNNING
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
+        await self._launch(argv, log_path=self.log_dir / "stdout.log", parent_death_signal=signal.SIGKILL)
 
     async def _wait_ready(self) -> None:
         async def probe() -> None:

@@ -24,7 +24,6 @@ from orchestrator.localstack._ports import free_port
 from orchestrator.localstack._process import (
     LocalProcess,
     process_user,
-    spawn,
     tail,
     wait_ready,
 )
@@ -131,13 +130,7 @@ class LocalPostgres(LocalProcess):
             "-c", "max_connections=200", "-c", "log_min_messages=warning",
         ]  # fmt: skip
         # SIGINT on parent death is Postgres's "fast shutdown": no cluster is left running orphaned
-        self._proc = spawn(argv, log_path=self.log_path, parent_death_signal=signal.SIGINT, user=self._user)
-        self._state = RunState.RUNNING
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
+        await self._launch(argv, log_path=self.log_path, parent_death_signal=signal.SIGINT, user=self._user)
 
     async def _wait_ready(self) -> None:
         async def probe() -> None:
