@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import socket
 import uuid
-from types import TracebackType
-from typing import Self
 
 from pydantic import ValidationError
 
@@ -50,6 +47,7 @@ from orchestrator.kafka import (
     Handler,
     OutboxRelay,
 )
+from orchestrator.lifecycle import AsyncLifecycle, RunState
 from orchestrator.settings import Settings
 from orchestrator.store import Delivery, open_pool
 from orchestrator.webhooks import WEBHOOK_PATH, create_webhook_app, serve_webhooks
@@ -96,13 +94,7 @@ def provider_event_handler(intake: ProviderEventIntake) -> Handler:
     return handle
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-class Worker:
+class Worker(AsyncLifecycle):
     """Everything `orchestrator run` runs, in one exit stack.
 
     The admin API is served when `admin_token` (or `ORCHESTRATOR_ADMIN__TOKEN`) is set, on
@@ -128,16 +120,16 @@ class Worker:
         self._admin_token = admin_token or token
         self._admin_port = settings.admin.port if admin_port is None else admin_port
         self._stack = contextlib.AsyncExitStack()
-        self._state = _State.NEW
+        self._state = RunState.NEW
         self._stopping = asyncio.Event()
         self._closing = asyncio.Lock()  # a signal handler and run() may both call shutdown()
         self.webhook_url: str | None = None  # where the provider should POST its events
         self.admin_url: str | None = None
 
     async def start(self) -> None:
-        if self._state is not _State.NEW:
+        if self._state is not RunState.NEW:
             raise OrchestratorError(f"worker is {self._state.value}; it starts once")
-        self._state = _State.RUNNING
+        self._state = RunState.RUNNING
         try:
             await self._compose(self._stack)
         except BaseException:
@@ -239,9 +231,9 @@ class Worker:
         """Leave in the documented order (see the module docstring). Idempotent."""
         self._stopping.set()
         async with self._closing:
-            if self._state is _State.STOPPED:
+            if self._state is RunState.STOPPED:
                 return
-            self._state = _State.STOPPED
+            self._state = RunState.STOPPED
             await self._stack.aclose()
 
     async def run(self) -> None:
@@ -252,11 +244,4 @@ class Worker:
         finally:
             await self.shutdown()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.shutdown()
+    stop = shutdown  # for `async with Worker(...)`, which AsyncLifecycle maps onto start()/stop()

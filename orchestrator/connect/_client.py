@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -43,6 +42,7 @@ from orchestrator.connect._response import ProviderResponse
 from orchestrator.connect._retry import RetryPolicy, retry_call
 from orchestrator.connect._transport import HttpSender, ShardedClient, build_http_client
 from orchestrator.errors import OrchestratorError
+from orchestrator.lifecycle import AsyncLifecycle
 
 __all__ = ["ConnectClient", "ConnectClientStateError"]
 
@@ -61,7 +61,7 @@ class _State(StrEnum):
     CLOSED = "closed"
 
 
-class ConnectClient:
+class ConnectClient(AsyncLifecycle):
     """Async Connect API client. One instance per API key per process (it owns the key's limits).
 
     Every call is a single attempt unless `retry=` is given; the engine retries durably itself.
@@ -105,14 +105,7 @@ class ConnectClient:
         if self._http is not None:
             await self._http.aclose()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+    stop = close  # for `async with ConnectClient(...)`, which AsyncLifecycle maps onto start()/stop()
 
     # --- low level ---
     async def send(self, prepared: PreparedRequest, *, timeout_s: float | None = None) -> ProviderResponse:

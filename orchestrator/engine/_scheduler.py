@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -23,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.lifecycle import AsyncLifecycle, RunState
 from orchestrator.logs import get_logger
 from orchestrator.store import connect
 from orchestrator.store.timers import TIMERS_CHANNEL, Claims, TimerKind
@@ -30,13 +30,7 @@ from orchestrator.store.timers import TIMERS_CHANNEL, Claims, TimerKind
 log = get_logger(__name__)
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-class Scheduler:
+class Scheduler(AsyncLifecycle):
     def __init__(
         self,
         *,
@@ -73,16 +67,16 @@ class Scheduler:
         # a live worker's claims, so unless we put them back once Postgres returns, they are stranded.
         self._unreleased: set[int] = set()
         self._listener: asyncpg.Connection | None = None
-        self._state = _State.NEW
+        self._state = RunState.NEW
         self.steps_run = 0
         self.steps_failed = 0
 
     async def start(self) -> None:
-        if self._state is not _State.NEW:
+        if self._state is not RunState.NEW:
             raise OrchestratorError(f"scheduler is {self._state.value}; it starts once")
         await self._claims.register()
         await self._release_previous_claims()
-        self._state = _State.RUNNING
+        self._state = RunState.RUNNING
         self._tasks = [
             asyncio.create_task(self._heartbeat(), name="scheduler-heartbeat"),
             asyncio.create_task(self._listen(), name="scheduler-listen"),
@@ -91,10 +85,10 @@ class Scheduler:
 
     async def stop(self, *, grace_s: float = 20.0) -> None:
         """Stop claiming, let in-flight steps finish (up to `grace_s`), release our claims."""
-        if self._state is not _State.RUNNING:
-            self._state = _State.STOPPED
+        if self._state is not RunState.RUNNING:
+            self._state = RunState.STOPPED
             return
-        self._state = _State.STOPPED
+        self._state = RunState.STOPPED
         self._wake.set()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=grace_s)
@@ -112,13 +106,6 @@ class Scheduler:
             with contextlib.suppress(Exception):
                 await self._listener.close()
 
-    async def __aenter__(self) -> Scheduler:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def _release_previous_claims(self) -> None:
         for _ in range(3):  # a concurrent schedule() may add a pending twin in between: try again
             try:
@@ -129,7 +116,7 @@ class Scheduler:
         log.warning("claims of a previous run stay until another worker takes them", worker_id=self.worker_id)
 
     async def _heartbeat(self) -> None:
-        while self._state is _State.RUNNING:
+        while self._state is RunState.RUNNING:
             try:
                 await self._claims.heartbeat()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -139,12 +126,12 @@ class Scheduler:
     async def _listen(self) -> None:
         """Keep a LISTEN connection; reconnect with backoff if Postgres goes away."""
         delay = 0.5
-        while self._state is _State.RUNNING:
+        while self._state is RunState.RUNNING:
             try:
                 self._listener = await connect(self._database_url)
                 await self._listener.add_listener(TIMERS_CHANNEL, self._on_notify)
                 delay = 0.5
-                while self._state is _State.RUNNING and not self._listener.is_closed():  # noqa: ASYNC110
+                while self._state is RunState.RUNNING and not self._listener.is_closed():  # noqa: ASYNC110
                     await asyncio.sleep(1.0)
             except (OrchestratorError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("timer listener lost", error=str(exc))
@@ -157,7 +144,7 @@ class Scheduler:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         last_claim = 0.0
-        while self._state is _State.RUNNING:
+        while self._state is RunState.RUNNING:
             pause = last_claim + self._min_claim_interval_s - loop.time()
             if pause > 0:
                 await asyncio.sleep(pause)

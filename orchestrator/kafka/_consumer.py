@@ -42,8 +42,7 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -53,6 +52,7 @@ from orchestrator.kafka._dlq import DeadLetterPublisher
 from orchestrator.kafka._errors import DeadLetter, KafkaEdgeError, LifecycleError, kafka_errors
 from orchestrator.kafka._lifecycle import State
 from orchestrator.kafka._records import ConsumedRecord
+from orchestrator.lifecycle import AsyncLifecycle
 from orchestrator.logs import get_logger
 
 log = get_logger(__name__)
@@ -113,7 +113,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 
-class EventConsumer:
+class EventConsumer(AsyncLifecycle):
     """Consumer-group consumer that awaits `handler` per record and commits only handled offsets.
 
     Use `async with EventConsumer(...) as consumer:` or `start()`/`stop()`. `dlq_topics` maps a
@@ -234,12 +234,7 @@ class EventConsumer:
         try:
             await self._release(list(self._partitions.values()))
         finally:
-            if self._consumer is not None:
-                with contextlib.suppress(Exception):
-                    await self._consumer.stop()
-            if self._owns_dead_letters:
-                await self._dead_letters.stop()
-            self._state = State.STOPPED
+            await self._close()
             log.info("consumer_stopped", group_id=self._group_id, **vars(self.counters))
         if self._fatal is not None:
             raise KafkaEdgeError(f"consumer of {self._topics} failed: {self._fatal!r}") from self._fatal
@@ -261,22 +256,17 @@ class EventConsumer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._partitions.clear()
+        await self._close()  # without commits: the offsets stay where they were
+
+    async def _close(self) -> None:
+        """Leave the group and close the connection (auto-commit is off, so this commits nothing),
+        close a DLQ publisher of our own, and be STOPPED."""
         if self._consumer is not None:
-            # Without commits: stop() leaves the group; the offsets stay where they were.
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
         if self._owns_dead_letters:
             await self._dead_letters.stop()
         self._state = State.STOPPED
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def wait(self) -> None:
         """Return when the fetch loop ends (after stop(), or because it failed)."""

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 from orchestrator.kafka._errors import LifecycleError
 from orchestrator.kafka._lifecycle import State
 from orchestrator.kafka._producer import IdempotentProducer
 from orchestrator.kafka._records import ConsumedRecord
+from orchestrator.lifecycle import AsyncLifecycle
 from orchestrator.logs import get_logger
 
 log = get_logger(__name__)
@@ -51,7 +50,7 @@ def dead_letter_headers(
     ]
 
 
-class DeadLetterPublisher:
+class DeadLetterPublisher(AsyncLifecycle):
     """Publishes refused records to a DLQ topic with an idempotent producer and waits for the ack.
 
     `publish` raises `KafkaEdgeError` when the broker does not ack in time; the caller (the
@@ -97,15 +96,6 @@ class DeadLetterPublisher:
         self._state = State.STOPPING
         await self._producer.close()
         self._state = State.STOPPED
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def publish(self, record: ConsumedRecord, *, topic: str, reason: str, error: str) -> None:
         """Write `record` to `topic` with the original key, value and headers plus the `dlq_*`

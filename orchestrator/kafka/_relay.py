@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 
@@ -39,6 +38,7 @@ from orchestrator import faults
 from orchestrator.kafka._errors import KafkaEdgeError, LifecycleError, kafka_errors
 from orchestrator.kafka._lifecycle import State
 from orchestrator.kafka._producer import IdempotentProducer
+from orchestrator.lifecycle import AsyncLifecycle
 from orchestrator.logs import get_logger
 from orchestrator.store import (
     NO_LAG,
@@ -61,7 +61,7 @@ log = get_logger(__name__)
 _PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
-class OutboxRelay:
+class OutboxRelay(AsyncLifecycle):
     """Publishes the outbox while it holds the leader lock. `async with OutboxRelay(...):`."""
 
     def __init__(
@@ -139,15 +139,6 @@ class OutboxRelay:
             await asyncio.gather(self._task, return_exceptions=True)
         await self._producer.close()
         self._state = State.STOPPED
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def wake(self) -> None:
         """Ask for a round now (in-process writers may call this; NOTIFY does it for everyone)."""

@@ -15,10 +15,12 @@ import os
 import signal
 import subprocess
 import sys
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from orchestrator.errors import LocalStackError
+from orchestrator.lifecycle import AsyncLifecycle, RunState
 
 _PR_SET_PDEATHSIG = 1
 
@@ -121,3 +123,38 @@ async def wait_ready(
     raise LocalStackError(
         f"{name} did not become ready within {timeout_s:.0f} s (last error: {last_error!r}); {logs()}"
     )
+
+
+class LocalProcess(AsyncLifecycle):
+    """What LocalKafka and LocalPostgres share: one child process, its state, and how it ends."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._state = RunState.NEW
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @abstractmethod
+    async def _wait_ready(self) -> None:
+        """Return once the child serves; raise if it does not."""
+
+    async def _launch(
+        self, argv: Sequence[str], *, log_path: Path, parent_death_signal: int, user: str | None = None
+    ) -> None:
+        """Spawn the child and wait until it serves; stop it again if it does not."""
+        self._proc = spawn(argv, log_path=log_path, parent_death_signal=parent_death_signal, user=user)
+        self._state = RunState.RUNNING
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _end(self, *, polite: signal.Signals, grace_s: float) -> None:
+        """`polite`, then SIGKILL after `grace_s`; nothing to do once the process is gone."""
+        if self._proc is not None:
+            await stop_process(self._proc, polite=polite, grace_s=grace_s)
+            self._proc = None
+        self._state = RunState.STOPPED

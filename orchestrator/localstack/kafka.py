@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import enum
 import hashlib
 import os
 import shutil
@@ -20,15 +19,14 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from orchestrator.errors import LocalStackError
+from orchestrator.lifecycle import RunState
 from orchestrator.localstack._ports import free_port
-from orchestrator.localstack._process import spawn, stop_process, tail, wait_ready
+from orchestrator.localstack._process import LocalProcess, tail, wait_ready
 
 POM_PATH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "pom.xml"
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
@@ -122,13 +120,7 @@ def fetch_kafka(cache_dir: Path | None = None) -> Path:
     return libs
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-class LocalKafka:
+class LocalKafka(LocalProcess):
     """One combined broker+controller. `async with LocalKafka(run_dir=...) as kafka:` or start/stop.
 
     Ports and data survive `stop()`/`start()` and `kill()`/`start()`, which the reliability tests
@@ -149,8 +141,7 @@ class LocalKafka:
         self._partitions = partitions
         self._heap = heap
         self._ready_timeout_s = ready_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._state = _State.NEW
+        super().__init__()
         self.port = 0
         self.controller_port = 0
         self._formatted = False
@@ -162,19 +153,6 @@ class LocalKafka:
     @property
     def log_dir(self) -> Path:
         return self.run_dir / "logs"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def _java_argv(self, libs: Path, main_class: str, *args: str) -> list[str]:
         java = shutil.which("java")
@@ -220,17 +198,11 @@ class LocalKafka:
         return libs
 
     async def start(self) -> None:
-        if self._state is _State.RUNNING:
+        if self._state is RunState.RUNNING:
             raise LocalStackError("LocalKafka is already running")
         libs = await self._prepare()
         argv = self._java_argv(libs, "kafka.Kafka", str(self.run_dir / "server.properties"))
-        self._proc = spawn(argv, log_path=self.log_dir / "stdout.log", parent_death_signal=signal.SIGKILL)
-        self._state = _State.RUNNING
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
+        await self._launch(argv, log_path=self.log_dir / "stdout.log", parent_death_signal=signal.SIGKILL)
 
     async def _wait_ready(self) -> None:
         async def probe() -> None:
@@ -275,14 +247,8 @@ class LocalKafka:
 
     async def stop(self) -> None:
         """Controlled shutdown (SIGTERM), SIGKILL after 30 s. Idempotent."""
-        if self._proc is not None:
-            await stop_process(self._proc, polite=signal.SIGTERM, grace_s=30.0)
-            self._proc = None
-        self._state = _State.STOPPED
+        await self._end(polite=signal.SIGTERM, grace_s=30.0)
 
     async def kill(self) -> None:
         """Die like a crashed machine: SIGKILL, no controlled shutdown."""
-        if self._proc is not None:
-            await stop_process(self._proc, polite=signal.SIGKILL, grace_s=10.0)
-            self._proc = None
-        self._state = _State.STOPPED
+        await self._end(polite=signal.SIGKILL, grace_s=10.0)

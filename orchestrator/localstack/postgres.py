@@ -9,21 +9,24 @@ refuses to run as root, so as root the server runs as the unprivileged user the 
 from __future__ import annotations
 
 import asyncio
-import enum
 import importlib.util
 import os
 import pwd
 import signal
 import subprocess
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import asyncpg
 
 from orchestrator.errors import LocalStackError
+from orchestrator.lifecycle import RunState
 from orchestrator.localstack._ports import free_port
-from orchestrator.localstack._process import process_user, spawn, stop_process, tail, wait_ready
+from orchestrator.localstack._process import (
+    LocalProcess,
+    process_user,
+    tail,
+    wait_ready,
+)
 
 
 def _bin_dir() -> Path:
@@ -72,13 +75,7 @@ def _prepare_for_user(path: Path, user: str) -> None:
             os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid)
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-class LocalPostgres:
+class LocalPostgres(LocalProcess):
     """A throwaway cluster in `run_dir` with database `database` owned by user `postgres`."""
 
     def __init__(
@@ -87,8 +84,7 @@ class LocalPostgres:
         self.run_dir = run_dir
         self.database = database
         self._ready_timeout_s = ready_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._state = _State.NEW
+        super().__init__()
         self._user = process_user()
         self.port = 0
 
@@ -107,19 +103,6 @@ class LocalPostgres:
     def url_for(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
     async def _initdb(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
@@ -135,7 +118,7 @@ class LocalPostgres:
             raise LocalStackError(f"initdb failed (exit {result.returncode}): {result.stderr[-2000:]}")
 
     async def start(self) -> None:
-        if self._state is _State.RUNNING:
+        if self._state is RunState.RUNNING:
             raise LocalStackError("LocalPostgres is already running")
         if not (self.data_dir / "PG_VERSION").exists():
             await self._initdb()
@@ -147,13 +130,7 @@ class LocalPostgres:
             "-c", "max_connections=200", "-c", "log_min_messages=warning",
         ]  # fmt: skip
         # SIGINT on parent death is Postgres's "fast shutdown": no cluster is left running orphaned
-        self._proc = spawn(argv, log_path=self.log_path, parent_death_signal=signal.SIGINT, user=self._user)
-        self._state = _State.RUNNING
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.stop()
-            raise
+        await self._launch(argv, log_path=self.log_path, parent_death_signal=signal.SIGINT, user=self._user)
 
     async def _wait_ready(self) -> None:
         async def probe() -> None:
@@ -178,14 +155,8 @@ class LocalPostgres:
 
     async def stop(self) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, checkpoint, exit). Idempotent."""
-        if self._proc is not None:
-            await stop_process(self._proc, polite=signal.SIGINT, grace_s=30.0)
-            self._proc = None
-        self._state = _State.STOPPED
+        await self._end(polite=signal.SIGINT, grace_s=30.0)
 
     async def kill(self) -> None:
         """Die like a crashed machine; the next start() runs crash recovery on the same data."""
-        if self._proc is not None:
-            await stop_process(self._proc, polite=signal.SIGKILL, grace_s=10.0)
-            self._proc = None
-        self._state = _State.STOPPED
+        await self._end(polite=signal.SIGKILL, grace_s=10.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -174,46 +174,52 @@ class Operations:
     async def cancel(self, workflow_id: uuid.UUID, *, reason: str | None, actor: str) -> dict[str, Any]:
         reason = check_reason(reason)
         actor = check_actor(actor)
-        with span("ops.cancel", workflow_id=str(workflow_id)):
-            async with self.pool.acquire() as conn, conn.transaction():
-                audit_id = await _audit.begin(
-                    conn,
-                    actor=actor,
-                    action="cancel",
-                    reason=reason,
-                    workflow_ids=[workflow_id],
-                    filter_=None,
-                    plan=None,
-                    now=self._clock.now(),
-                )
-                result = await cancel_workflow(
-                    conn,
-                    workflow_id,
-                    actor=actor,
-                    reason=reason,
-                    audit_id=audit_id,
-                    journal=Journal(status_topic=self._status_topic),
-                    now=self._clock.now(),
-                )
-                await _audit.finish(conn, audit_id, outcome=result, now=self._clock.now())
-        return {"audit_id": audit_id, **result}
+
+        async def act(conn: asyncpg.Connection, audit_id: int) -> dict[str, Any]:
+            return await cancel_workflow(
+                conn,
+                workflow_id,
+                actor=actor,
+                reason=reason,
+                audit_id=audit_id,
+                journal=Journal(status_topic=self._status_topic),
+                now=self._clock.now(),
+            )
+
+        return await self._audited("cancel", workflow_id, reason=reason, actor=actor, act=act)
 
     async def retry_now(self, workflow_id: uuid.UUID, *, reason: str | None, actor: str) -> dict[str, Any]:
         reason = check_reason(reason)
         actor = check_actor(actor)
-        with span("ops.retry_now", workflow_id=str(workflow_id)):
+
+        async def act(conn: asyncpg.Connection, audit_id: int) -> dict[str, Any]:
+            return await _retry_now(conn, workflow_id)
+
+        return await self._audited("retry_now", workflow_id, reason=reason, actor=actor, act=act)
+
+    async def _audited(
+        self,
+        action: str,
+        workflow_id: uuid.UUID,
+        *,
+        reason: str,
+        actor: str,
+        act: Callable[[asyncpg.Connection, int], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """One workflow's action in one transaction with its audit row: begun, `act`, finished."""
+        with span(f"ops.{action}", workflow_id=str(workflow_id)):
             async with self.pool.acquire() as conn, conn.transaction():
                 audit_id = await _audit.begin(
                     conn,
                     actor=actor,
-                    action="retry_now",
+                    action=action,
                     reason=reason,
                     workflow_ids=[workflow_id],
                     filter_=None,
                     plan=None,
                     now=self._clock.now(),
                 )
-                result = await _retry_now(conn, workflow_id)
+                result = await act(conn, audit_id)
                 await _audit.finish(conn, audit_id, outcome=result, now=self._clock.now())
         return {"audit_id": audit_id, **result}
 

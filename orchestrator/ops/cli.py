@@ -201,11 +201,7 @@ def cancel_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel a workflow: it moves to `cancelling` and the engine undoes what the provider has."""
-    wid = _workflow_id(workflow_id)
-    result = _run(lambda ops: ops.cancel(wid, reason=reason, actor=_actor(actor)))
-    _emit(
-        result, as_json=as_json, human=lambda r: f"{r['workflow_id']}: {r['result']} (audit #{r['audit_id']})"
-    )
+    _single_action("cancel", workflow_id, reason, actor, as_json=as_json, human=_cancelled)
 
 
 @ops_app.command("retry-now")
@@ -216,15 +212,32 @@ def retry_now_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a waiting workflow's next step now instead of after its backoff."""
+    _single_action("retry_now", workflow_id, reason, actor, as_json=as_json, human=_retried)
+
+
+def _single_action(
+    action: str,
+    workflow_id: str,
+    reason: str | None,
+    actor: str | None,
+    *,
+    as_json: bool,
+    human: Callable[[Any], str],
+) -> None:
+    """`ops.<action>(workflow_id, reason=, actor=)`, its result printed."""
     wid = _workflow_id(workflow_id)
-    result = _run(lambda ops: ops.retry_now(wid, reason=reason, actor=_actor(actor)))
-    _emit(
-        result,
-        as_json=as_json,
-        human=lambda r: (
-            f"{r['workflow_id']}: next step due now (was {r['previous_due_at'] or 'not scheduled'}; "
-            f"audit #{r['audit_id']})"
-        ),
+    result = _run(lambda ops: getattr(ops, action)(wid, reason=reason, actor=_actor(actor)))
+    _emit(result, as_json=as_json, human=human)
+
+
+def _cancelled(r: Any) -> str:
+    return f"{r['workflow_id']}: {r['result']} (audit #{r['audit_id']})"
+
+
+def _retried(r: Any) -> str:
+    return (
+        f"{r['workflow_id']}: next step due now (was {r['previous_due_at'] or 'not scheduled'}; "
+        f"audit #{r['audit_id']})"
     )
 
 

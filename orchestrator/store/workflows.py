@@ -19,6 +19,7 @@ from orchestrator.store.outbox import encode_outbox_headers
 from orchestrator.store.rows import (
     ORDER_COLUMNS,
     WORKFLOW_COLUMNS,
+    WORKFLOW_FIELDS,
     Change,
     OrderRow,
     OutboxMessage,
@@ -129,19 +130,10 @@ async def insert_order(
     return bool(created)
 
 
-_SAVED = (
-    "workflow_id",
-    "state",
-    "spec",
-    "secrets",
-    "context",
-    "generation",
-    "sequence",
-    "version",
-    "resume_state",
-    "error",
-    "attempts",
-)
+# What a save writes back: every column but the line item's identity, which never changes, and the
+# timestamps (`updated_at = now()`). Positions matter: $1 is workflow_id, $2 state, $7 sequence.
+_NOT_SAVED = {"order_id", "line_item_id", "line_item_type", "definition_version", "created_at", "updated_at"}
+_SAVED = tuple(name for name in WORKFLOW_FIELDS if name not in _NOT_SAVED)
 
 
 _UPDATE_WORKFLOW = (
@@ -152,19 +144,7 @@ _UPDATE_WORKFLOW = (
 
 
 def _saved_values(row: WorkflowRow) -> list[Any]:
-    return [
-        row.workflow_id,
-        row.state,
-        row.spec,
-        row.secrets,
-        row.context.to_json(),
-        row.generation,
-        row.sequence,
-        row.version,
-        row.resume_state,
-        row.error,
-        row.attempts,
-    ]
+    return [row.context.to_json() if name == "context" else getattr(row, name) for name in _SAVED]
 
 
 def _history_and_event(
