@@ -58,6 +58,15 @@ class CrmIntake:
         self._clock = clock
 
     async def apply(self, event: CrmEvent, *, delivery: Delivery) -> None:
+        try:
+            await self._apply(event, delivery=delivery)
+        except asyncpg.DataError as exc:
+            # A value the models accept but Postgres cannot hold (a NUL in text or jsonb, a number
+            # or date out of range) fails the same way on every retry: retrying would stall the
+            # partition behind it forever. Transient errors (connection, serialization) still raise.
+            raise EventRejected("invalid_data", f"the database refuses a value: {exc}"[:500]) from exc
+
+    async def _apply(self, event: CrmEvent, *, delivery: Delivery) -> None:
         source, event_id = event.dedup_key
         async with self._pool.acquire() as conn, conn.transaction():
             fresh = await record_once(
