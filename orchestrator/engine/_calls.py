@@ -7,9 +7,10 @@
 3. (in the next transaction) `record_outcome` stores what came back.
 
 A crash between 1 and 3 leaves an intent without an outcome; the next attempt re-sends it with the
-same key, so the provider applies it at most once. Past the provider's 24 h key window, a key no
-longer protects us: `prepare_intent` answers `KeyWindowPassed`, and the step reconciles by reading
-provider state before anything is re-sent.
+same key, so the provider applies it at most once. Past the provider's 24 h key window (counted
+from the intent, stored just before the first send), a key no longer protects us:
+`prepare_intent` answers `KeyWindowPassed`, and the step reconciles by reading provider state
+before anything is re-sent.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ async def prepare_intent(
         method=request.method,
         path=request.path,
         body=request.body,
+        now=now,
     )
     if inserted:
         return Send(request)
@@ -101,6 +103,8 @@ async def prepare_intent(
     first = stored["first_sent_at"]
     if first is not None and now - first > KEY_WINDOW - KEY_WINDOW_MARGIN:
         return KeyWindowPassed(request=original, first_sent_at=first)
+    if first is None:  # stored before the window was recorded with the intent
+        await provider_calls.mark_sending(conn, key, now=now)
     return Send(original)
 
 

@@ -25,12 +25,17 @@ async def insert_intent(
     method: str,
     path: str,
     body: bytes | None,
+    now: datetime,
 ) -> bool:
-    """Store a call's intent; False if the key has one already (then read it with `stored_call`)."""
+    """Store a call's intent; False if the key has one already (then read it with `stored_call`).
+
+    The key's 24 h window is taken to start now, before the send: a worker that dies after the
+    send and before recording its outcome must not leave a call that looks never sent (and would
+    be re-sent blindly after the provider forgot the key)."""
     inserted = await conn.fetchval(
         """INSERT INTO provider_calls
-               (workflow_id, order_id, step, generation, idempotency_key, method, path, body)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               (workflow_id, order_id, step, generation, idempotency_key, method, path, body, first_sent_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            ON CONFLICT (idempotency_key) DO NOTHING RETURNING true""",
         workflow_id,
         order_id,
@@ -40,8 +45,18 @@ async def insert_intent(
         method,
         path,
         body,
+        now,
     )
     return bool(inserted)
+
+
+async def mark_sending(conn: asyncpg.Connection, idempotency_key: str, *, now: datetime) -> None:
+    """A stored intent is about to be sent again: its window starts now if it never started."""
+    await conn.execute(
+        "UPDATE provider_calls SET first_sent_at = coalesce(first_sent_at, $2) WHERE idempotency_key = $1",
+        idempotency_key,
+        now,
+    )
 
 
 async def stored_call(conn: asyncpg.Connection, idempotency_key: str) -> asyncpg.Record | None:

@@ -12,9 +12,11 @@ import uuid
 import asyncpg
 
 from orchestrator.connect import ConnectClient
-from orchestrator.engine import CrmIntake, StepRunner, SystemClock
+from orchestrator.engine import Call, CrmIntake, StepRunner, SystemClock, plan_item
+from orchestrator.engine._calls import Send, prepare_intent
 from orchestrator.kafka import ConsumedRecord
 from orchestrator.sandbox import SandboxControl
+from orchestrator.store import workflows
 from orchestrator.worker import crm_handler
 from tests.e2e.support import STRUCTURED, crm_event, effects, order_submitted, subscription
 from tests.engine.conftest import Provider
@@ -89,3 +91,45 @@ async def test_effect_absent_past_the_window_is_rekeyed(provider: Provider) -> N
     added = effects(await control.ledger(), "line_item.added")
     assert len(added) == 1
     assert added[0]["idempotencyKey"].endswith("-g1")
+
+
+async def test_a_send_whose_outcome_was_never_recorded_is_reconciled_past_the_window(
+    provider: Provider,
+) -> None:
+    """The worker stored the intent, sent it (the provider applied it) and died before recording the
+    outcome. A day later the provider has forgotten the key: a blind re-send would add the item
+    twice. The window counts from the intent, so the engine reads the provider first."""
+    pool, client, control = provider.pool, provider.client, provider.control
+    runner, workflow_id = await _setup(pool, client, "o-kw-unrecorded")
+    now = SystemClock().now()
+    async with pool.acquire() as conn, conn.transaction():
+        locked = await workflows.lock_order_and_workflow(conn, "o-kw-unrecorded", workflow_id)
+        assert locked is not None
+        order, row = locked
+        plan = plan_item(row, order, now=now)
+        assert isinstance(plan, Call)
+        assert plan.step == "add_item"
+        intent = await prepare_intent(
+            conn,
+            workflow_id=workflow_id,
+            order_id=row.order_id,
+            step=plan.step,
+            generation=row.generation,
+            request=plan.request,
+            now=now,
+        )
+    assert isinstance(intent, Send)
+    response = await client.send(intent.request)  # applied; then the worker dies
+    assert response.error is None
+    stored = await pool.fetchrow("SELECT status, first_sent_at FROM provider_calls WHERE step = 'add_item'")
+    assert stored["status"] == "intent"
+    assert stored["first_sent_at"] is not None, "the window starts with the intent"
+    await _age_and_cross_the_window(pool, control)
+
+    await runner.run_workflow_step(workflow_id)
+
+    assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
+        "awaiting_submission"
+    )
+    assert await pool.fetchval("SELECT status FROM provider_calls WHERE step = 'add_item'") == "skipped"
+    assert len(effects(await control.ledger(kind="effect"), "line_item.added")) == 1
