@@ -420,10 +420,11 @@ class StepRunner:
             if isinstance(prepared, AlreadyDone):
                 await self._order_success(conn, order, step, prepared.body, now=now)
                 return
-            if isinstance(prepared, KeyWindowPassed):
-                log.error("order call past its key window", order_id=order_id, step=step)
-                return
-            faults.reach("step.before_intent_commit")
+            if not isinstance(prepared, KeyWindowPassed):
+                faults.reach("step.before_intent_commit")
+        if isinstance(prepared, KeyWindowPassed):
+            await self._order_key_window_passed(order_id, step, prepared)
+            return
         async with self._sent(prepared.request) as (conn, outcome, now):
             order = await store.lock_order(conn, order_id)
             assert order is not None
@@ -437,9 +438,13 @@ class StepRunner:
                     conn, kind=TimerKind.ORDER_STEP, order_id=order_id, due_at=now + timedelta(seconds=delay)
                 )
                 if attempts >= self._retry.max_attempts:
-                    await self._fail_items(conn, order_id, step, outcome, now=now)
+                    await self._fail_items(
+                        conn, order_id, step, _failure(outcome.error, step, exhausted=False), now=now
+                    )
             else:
-                await self._fail_items(conn, order_id, step, outcome, now=now)
+                await self._fail_items(
+                    conn, order_id, step, _failure(outcome.error, step, exhausted=False), now=now
+                )
             faults.reach("step.before_outcome_commit")
         faults.reach("step.after_outcome_commit")
 
@@ -462,11 +467,45 @@ class StepRunner:
         items = await store.order_items(conn, order.order_id)
         await schedule_steps(conn, [r["workflow_id"] for r in items], due_at=now)
 
+    async def _order_key_window_passed(self, order_id: str, step: str, intent: KeyWindowPassed) -> None:
+        """An order call's key is past the provider's window: as for an item's call, read provider
+        state first. Skip it if the effect is there, re-key the order if it is not; if it cannot be
+        told, fail the live items visibly (`key_window_passed`) instead of leaving them waiting."""
+        key = intent.request.idempotency_key
+        assert key is not None
+        async with self._pool.acquire() as conn:
+            record = await provider_calls.stored_call(conn, key)
+            before = await store.load_order(conn, order_id)
+        if record is None or before is None:
+            return
+        facts = call_facts(record, None)
+        reader = ConnectReader(self._client, timeout_s=self._step_timeout_s)
+        evidence = await check_effect(reader, facts, provider_order_id=before.provider_order_id)
+        now = self._clock.now()
+        decision = decide_call(facts, evidence, now=now)
+        log.warning(
+            "order key window passed: reconciled by reading provider state",
+            order_id=order_id, step=step, action=decision.action.value, why=decision.why,
+        )  # fmt: skip
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await store.lock_order(conn, order_id)
+            if order is None or order.generation != record["generation"]:
+                return  # re-keyed meanwhile (an operator's replay): the next order step decides
+            if decision.action is Action.SKIP:
+                await provider_calls.settle(conn, key, status="skipped", now=now, answer=evidence.body)
+                await self._order_success(conn, order, step, evidence.body, now=now)
+            elif decision.action is Action.REKEY:
+                await provider_calls.settle(conn, key, status="rekeyed", now=now)
+                await store.set_order_generation(conn, order_id, order.generation + 1)
+                await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=order_id, due_at=now)
+            else:
+                message = f"{step} was first sent at {intent.first_sent_at.isoformat()}: {decision.why}"
+                error = {"code": "key_window_passed", "message": message, "retryable": False, "step": step}
+                await self._fail_items(conn, order_id, step, error, now=now)
+
     async def _fail_items(
-        self, conn: asyncpg.Connection, order_id: str, step: str, outcome: CallOutcome, *, now: datetime
+        self, conn: asyncpg.Connection, order_id: str, step: str, error: dict[str, Any], *, now: datetime
     ) -> None:
-        assert outcome.error is not None
-        error = _failure(outcome.error, step, exhausted=False)
         for record in await store.order_items(conn, order_id):
             if is_settled(record["state"]) or record["state"] == LineItemState.CANCELLING:
                 continue

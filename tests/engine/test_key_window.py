@@ -133,3 +133,34 @@ async def test_a_send_whose_outcome_was_never_recorded_is_reconciled_past_the_wi
     )
     assert await pool.fetchval("SELECT status FROM provider_calls WHERE step = 'add_item'") == "skipped"
     assert len(effects(await control.ledger(kind="effect"), "line_item.added")) == 1
+
+
+async def test_an_order_call_past_the_window_is_reconciled_not_stranded(provider: Provider) -> None:
+    """The order's submit reached the provider but its answer was lost; a day later the key is
+    forgotten. The order step reads the provider, finds the order submitted, and moves its items
+    on (it used to log and return, leaving them waiting where no replay could select them)."""
+    pool, client, control = provider.pool, provider.client, provider.control
+    runner, workflow_id = await _setup(pool, client, "o-kw-order")
+    await runner.run_workflow_step(workflow_id)  # the item is in the cart
+    assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
+        "awaiting_submission"
+    )
+    await control.faults({"match": "POST /orders/*/submit", "kind": "lost_response", "times": 1})
+    await runner.run_order_step("o-kw-order")
+    assert await pool.fetchval("SELECT status FROM provider_calls WHERE step = 'submit_order'") == "retrying"
+    await pool.execute(
+        "UPDATE provider_calls SET first_sent_at = first_sent_at - interval '25 hours' "
+        "WHERE step = 'submit_order'"
+    )
+    await control.advance(25 * 3600)
+
+    await runner.run_order_step("o-kw-order")
+
+    assert await pool.fetchval("SELECT status FROM provider_calls WHERE step = 'submit_order'") == "skipped"
+    assert (
+        await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == "submitted"
+    )
+    ledger = await control.ledger()
+    assert len(effects(ledger, "order.submitted")) == 1
+    sends = [e for e in ledger if e.get("kind") == "request" and e["path"].endswith("/submit")]
+    assert len(sends) == 1, "the forgotten key must not be sent again"
