@@ -1,6 +1,7 @@
-"""Values the event models accept but Postgres cannot hold (a NUL character in text or jsonb) fail
-the same way on every attempt. Each such event must go to the DLQ with its reason, and the orders
-behind it on the same partition must still be provisioned (issue #14: no poison pill)."""
+"""Values the event models accept but Postgres cannot hold (a NUL character in text or jsonb, a lone
+surrogate, a number beyond a double) fail the same way on every attempt. Each such event must go
+to the DLQ with its reason, and the orders behind it on the same partition must still be
+provisioned (issue #14: no poison pill)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ async def test_a_nul_in_any_text_field_is_dead_lettered_and_the_partition_moves_
     paths = [p for p in _text_paths(order) if p != ("orderId",)]
     assert len(paths) >= 15, paths
     poisoned = [crm_event("crm.order.submitted", _with_nul(order, p)) for p in paths]
+    # Values that other layers let through as well: a lone surrogate and a number beyond a double.
+    for odd in ("\ud800", float("inf")):
+        poisoned.append(crm_event("crm.order.submitted", {**order, "metadata": {"channel": odd}}))
     nul_id = KEY + "\x00x"
     poisoned.append(crm_event("crm.order.submitted", order_submitted(nul_id, subscription("li-1"))))
     for value in poisoned[:-1]:
@@ -78,8 +82,15 @@ async def test_a_nul_in_any_text_field_is_dead_lettered_and_the_partition_moves_
     assert status.states(KEY, "li-ok")[-1] == "activated"
     assert sorted(r.value for r in dlq.records) == sorted(poisoned), "each poisoned event, untouched"
     reasons = {dict(r.headers)["dlq_reason"].decode() for r in dlq.records}
-    assert reasons <= {"invalid_data", "unknown_line_item_type", "key_mismatch", "subject_mismatch"}, reasons
+    expected = {
+        "invalid_data",
+        "unknown_line_item_type",
+        "malformed_json",
+        "key_mismatch",
+        "subject_mismatch",
+    }
+    assert reasons <= expected, reasons
     for record in dlq.records:
         assert dict(record.headers)["dlq_error"], record.value
     # Nothing of the poisoned orders was written: the only order is the clean one.
-    assert [json.loads(r.value)["data"]["orderId"] for r in dlq.records].count(KEY) == len(paths)
+    assert [json.loads(r.value)["data"]["orderId"] for r in dlq.records].count(KEY) == len(paths) + 2
