@@ -40,7 +40,7 @@ from orchestrator.engine import (
     step_key,
 )
 from orchestrator.events import LineItemState
-from orchestrator.machines import Transitioned, decide
+from orchestrator.machines import Transitioned, decide, is_terminal
 from orchestrator.ops._errors import ActionRefused, InvalidInput
 from orchestrator.ops._filters import WorkflowFilter, known_states
 from orchestrator.store import provider_calls, read_models, timers
@@ -168,9 +168,13 @@ def validate_from_state(from_state: str | None) -> str | None:
 
 
 def replay_filter(flt: WorkflowFilter) -> WorkflowFilter:
-    """Replay applies to failed workflows: a filter naming other states is a mistake (422)."""
+    """Replay applies to failed workflows, and, with `stuck_longer_than`, to workflows in any state
+    short of done that have not moved for that long. Otherwise a filter naming other states is a
+    mistake (422)."""
     if flt.is_empty():
         raise InvalidInput("replay needs workflow ids or at least one filter", field="filter")
+    if flt.stuck_longer_than is not None:
+        return flt  # the query leaves out activated, completed and cancelled
     others = [s for s in flt.states if s != LineItemState.FAILED]
     if others:
         raise InvalidInput(
@@ -275,6 +279,7 @@ async def plan_replay(
             order=order_rows[row.order_id],
             order_plan=orders[row.order_id],
             from_state=from_state,
+            stuck=flt.stuck_longer_than is not None,
             now=now,
         )
         for row in selection
@@ -298,6 +303,7 @@ async def _plan_workflow(
     order: OrderRow,
     order_plan: OrderPlan,
     from_state: str | None,
+    stuck: bool,
     now: datetime,
 ) -> WorkflowPlan:
     plan = WorkflowPlan(
@@ -312,11 +318,12 @@ async def _plan_workflow(
         generation=row.generation,
         generation_after=row.generation,
     )
+    target: str | None = None  # a stuck workflow steps again where it is
     if row.current != LineItemState.FAILED:
-        plan.refused = f"state is {row.current}; only failed workflows are replayed"
-        return plan
-    target = from_state or row.resume_state
-    if target is None or not isinstance(
+        if not stuck or is_terminal(row.current):
+            plan.refused = f"state is {row.current}; only failed or stuck workflows are replayed"
+            return plan
+    elif (target := from_state or row.resume_state) is None or not isinstance(
         decide(
             line_item_type=row.line_item_type,
             definition_version=row.definition_version,
@@ -340,7 +347,9 @@ async def _plan_workflow(
         now=now,
     )
     bumped = any(c.action == "rekey" for c in calls)
-    after = replace(copy.deepcopy(row), state=target, generation=row.generation + (1 if bumped else 0))
+    after = replace(
+        copy.deepcopy(row), state=target or row.current, generation=row.generation + (1 if bumped else 0)
+    )
     plan.generation_after = after.generation
     plan.calls = _with_new_keys(calls, bumped=bumped, new_key=functools.partial(step_key, after))
     blocked = [c for c in plan.calls + order_plan.calls if c.action == "blocked"]
@@ -479,7 +488,7 @@ async def _resume_one(
     row = await store.lock_workflow(conn, uuid.UUID(w.workflow_id))
     if (
         row is None
-        or row.current != LineItemState.FAILED
+        or row.current != (LineItemState.FAILED if w.resume_to is not None else w.state)
         or row.version != w.version
         or row.generation != w.generation
     ):
@@ -491,6 +500,20 @@ async def _resume_one(
             return ReplayResult(w.workflow_id, "stale", f"call {call.idempotency_key} changed since the plan")
         settled.append({"idempotency_key": call.idempotency_key, "action": call.action})
     row.generation = w.generation_after
+    if w.resume_to is None:
+        # Stuck, not failed: no state to leave, so no transition; it steps again now (the audit
+        # row says who did it and why), and so does its order, whose calls may have been settled.
+        due = await timers.db_now(conn)
+        await store.save(conn, row, next_step_at=due)
+        await timers.schedule(conn, kind=timers.TimerKind.ORDER_STEP, order_id=row.order_id, due_at=due)
+        return ReplayResult(
+            w.workflow_id,
+            "resumed",
+            f"steps again in {row.current}",
+            state=row.current,
+            generation=row.generation,
+            calls=settled,
+        )
     row.resume_state = w.resume_to
     previous_error = row.error
     details = {

@@ -203,3 +203,46 @@ async def test_past_the_key_window_replay_reads_provider_state_and_reconciles(
     (call,) = [c for c in story["workflows"][0]["provider_calls"] if c["step"] == "add_item"]
     assert call["status"] == "skipped"
     assert call["response_body"]["lineItemId"] == "li-1"
+
+
+async def test_a_stuck_not_failed_workflow_is_replayed(
+    settings: Settings, worker: Worker, status: StatusEvents, control: SandboxControl
+) -> None:
+    """An item whose add keeps failing retryably backs off for longer and longer without failing.
+    Once the provider is fixed, an operator replays what has been stuck for a while: the same
+    dry-run plan (the stored call is re-sent under its key), the same audit, and it moves on now."""
+    await control.faults({"match": ADD_ITEM, "kind": "error", "status": 503})
+    await publish(
+        settings,
+        "o-stuck",
+        crm_event("crm.order.submitted", order_submitted("o-stuck", subscription("li-1"))),
+    )
+    async with open_operations(settings) as ops:
+        flt = build_filter(order_id="o-stuck", stuck_longer_than="2s")
+        for _ in range(100):  # until a retry's backoff outlasts the 2 s
+            listed = await ops.list(flt)
+            if listed["total"] == 1:
+                break
+            await asyncio.sleep(0.3)
+        assert listed["total"] == 1, "the item was never unchanged for 2 s"
+        assert listed["workflows"][0]["state"] == "received"
+        await control.faults()  # the provider is fixed
+
+        plan = await ops.plan_replay(flt, reason="provider outage over")
+        (w,) = plan.workflows
+        assert w.replayable, w.refused
+        assert (w.state, w.resume_to) == ("received", None)
+        (call,) = w.calls
+        assert (call.step, call.status, call.action) == ("add_item", "retrying", "resend")
+        result = await ops.replay(flt, reason=plan.reason, actor="test-operator", plan=plan)
+        (done,) = result["outcome"]["results"]
+        assert (done["result"], done["state"]) == ("resumed", "received")
+
+    await _until_activated(status, "o-stuck", 1)
+    assert status.states("o-stuck", "li-1") == ["received", "awaiting_submission", "submitted", "activated"]
+    added = effects(await control.ledger(kind="effect"), "line_item.added")
+    assert [e["idempotencyKey"] for e in added] == [call.idempotency_key], "re-sent under its own key"
+    async with open_operations(settings) as ops:
+        story = await ops.show(w.workflow_id)
+    (audit,) = story["audit"]
+    assert (audit["action"], audit["outcome"]["resumed"]) == ("replay", 1)
