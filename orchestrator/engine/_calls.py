@@ -60,6 +60,10 @@ class CallOutcome:
     response: ProviderResponse | None
     error: ProviderError | None
     latency_ms: int
+    # A refused call whose effect a read showed after all (`reconciled`), and that read, which
+    # stands in for the answer.
+    reconciled: bool = False
+    reconciled_body: Any = None
 
     def body(self) -> Any:
         return self.response.json() if self.response is not None and self.response.content else None

@@ -13,10 +13,11 @@ outcome of call k and the intent of call k+1 commit together, and no timer is wr
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ import asyncpg
 import structlog
 
 from orchestrator import faults
-from orchestrator.connect import ConnectClient, PreparedRequest, ProviderError, Requests
+from orchestrator.connect import ConnectClient, Outcome, PreparedRequest, ProviderError, Requests
 from orchestrator.engine._calls import (
     AlreadyDone,
     CallOutcome,
@@ -46,7 +47,7 @@ from orchestrator.engine._plan import (
     plan_item,
     plan_order,
 )
-from orchestrator.engine._reconcile import Action, ConnectReader, call_facts, check_effect
+from orchestrator.engine._reconcile import Action, CallFacts, ConnectReader, call_facts, check_effect
 from orchestrator.engine._reconcile import decide as decide_call
 from orchestrator.engine._transition import Chain, Journal, Move
 from orchestrator.events import LineItemState
@@ -79,6 +80,7 @@ class _Send:
     plan: Call
     request: PreparedRequest
     version: int
+    line_item_id: str
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ class StepRunner:
                 continue
             if isinstance(prepared, KeyWindowPassed):
                 return _Reconcile(plan=plan, intent=prepared)
-            return _Send(plan=plan, request=prepared.request, version=row.version)
+            return _Send(
+                plan=plan, request=prepared.request, version=row.version, line_item_id=row.line_item_id
+            )
 
     async def _perform(self, order_id: str, workflow_id: uuid.UUID, io: _Io, chain: Chain) -> _Io | None:
         """The I/O of one step with no transaction open (it may take seconds), then its outcome and
@@ -215,7 +219,7 @@ class StepRunner:
         return nxt
 
     async def _after_send(self, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: Chain) -> _Io | None:
-        async with self._sent(io.request) as (conn, outcome, now):
+        async with self._sent(io.request, conflict=io) as (conn, outcome, now):
             locked = await store.lock_order_and_workflow(conn, order_id, workflow_id)
             if locked is None:
                 return None
@@ -232,9 +236,20 @@ class StepRunner:
                     await schedule(conn, kind=TimerKind.STEP, workflow_id=workflow_id, due_at=now)
                 return None
             nxt = None
-            judged = self._judge(row, io.plan.step, outcome)
-            if judged is None:
-                judged = io.plan.on_success(outcome.body())
+            if outcome.reconciled:
+                # A 409 whose effect the provider shows after all (e.g. the request was applied
+                # and then refused as a repeat): settled as `skipped` with the read as its answer.
+                assert io.request.idempotency_key is not None
+                await provider_calls.settle(
+                    conn,
+                    io.request.idempotency_key,
+                    status="skipped",
+                    now=now,
+                    answer=outcome.reconciled_body,
+                )
+                judged: Move | Wait = io.plan.on_success(outcome.reconciled_body)
+            else:
+                judged = self._judge(row, io.plan.step, outcome) or io.plan.on_success(outcome.body())
             if await self._apply(conn, row, judged, now=now, cause=io.plan.step, chain=chain):
                 nxt = await self._advance(conn, order, row, chain)
             faults.reach("step.before_outcome_commit")
@@ -245,17 +260,49 @@ class StepRunner:
 
     @contextlib.asynccontextmanager
     async def _sent(
-        self, request: PreparedRequest
+        self, request: PreparedRequest, *, conflict: _Send | None = None
     ) -> AsyncIterator[tuple[asyncpg.Connection, CallOutcome, datetime]]:
         """Send a stored intent (no transaction open), then open the transaction that records its
-        outcome; the caller applies the outcome in it."""
+        outcome; the caller applies the outcome in it. With `conflict`, a 409 (the provider's
+        `invalid_state`) is checked against provider state before that transaction opens."""
         faults.reach("step.after_intent_commit")
         outcome = await send(self._client, request, timeout_s=self._step_timeout_s)
+        if conflict is not None and outcome.error is not None and outcome.error.outcome is Outcome.RECONCILE:
+            outcome = await self._read_conflict(conflict, outcome)
         async with self._pool.acquire() as conn, conn.transaction():
             now = self._clock.now()
             assert request.idempotency_key is not None
             await record_outcome(conn, key=request.idempotency_key, outcome=outcome, now=now)
             yield conn, outcome, now
+
+    async def _read_conflict(self, io: _Send, outcome: CallOutcome) -> CallOutcome:
+        """Read whether a refused call's effect is there anyway (GETs only). A refusal stays a
+        refusal unless the provider shows the effect."""
+        assert outcome.error is not None
+        assert io.request.idempotency_key is not None
+        facts = CallFacts(
+            idempotency_key=io.request.idempotency_key,
+            step=io.plan.step,
+            method=io.request.method,
+            path=io.request.path,
+            status="failed",
+            generation=0,
+            first_sent_at=None,
+            response_status=409,
+            error_code=outcome.error.code,
+            workflow_level=True,
+            line_item_id=io.line_item_id,
+            request=json.loads(io.request.body) if io.request.body else None,
+        )
+        reader = ConnectReader(self._client, timeout_s=self._step_timeout_s)
+        evidence = await check_effect(reader, facts, provider_order_id=None)
+        log.info(
+            "provider refused with a state conflict: read its state",
+            step=io.plan.step, present=evidence.present, note=evidence.note,
+        )  # fmt: skip
+        if not evidence.present:
+            return outcome
+        return replace(outcome, reconciled=True, reconciled_body=evidence.body)
 
     def _judge(self, row: WorkflowRow, step: str, outcome: CallOutcome) -> Move | Wait | None:
         """What a failed call means for the workflow: retry later, or fail it. None: it succeeded."""

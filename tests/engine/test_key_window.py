@@ -164,3 +164,35 @@ async def test_an_order_call_past_the_window_is_reconciled_not_stranded(provider
     assert len(effects(ledger, "order.submitted")) == 1
     sends = [e for e in ledger if e.get("kind") == "request" and e["path"].endswith("/submit")]
     assert len(sends) == 1, "the forgotten key must not be sent again"
+
+
+async def test_a_conflict_whose_effect_is_there_is_taken_as_done(provider: Provider) -> None:
+    """The provider applied the add and then answered 409 (a state conflict): the engine reads the
+    order, finds the item in it, and goes on instead of failing the line item."""
+    pool, client, control = provider.pool, provider.client, provider.control
+    runner, workflow_id = await _setup(pool, client, "o-409-applied")
+    await control.faults(
+        {"match": "POST /orders/*/line-items", "kind": "lost_response", "status": 409, "times": 1}
+    )
+
+    await runner.run_workflow_step(workflow_id)
+
+    assert await pool.fetchval("SELECT state FROM workflows WHERE workflow_id = $1", workflow_id) == (
+        "awaiting_submission"
+    )
+    call = await pool.fetchrow("SELECT status, response_status FROM provider_calls WHERE step = 'add_item'")
+    assert (call["status"], call["response_status"]) == ("skipped", 409)
+    assert len(effects(await control.ledger(kind="effect"), "line_item.added")) == 1
+
+
+async def test_a_conflict_without_its_effect_still_fails_the_line_item(provider: Provider) -> None:
+    pool, client, control = provider.pool, provider.client, provider.control
+    runner, workflow_id = await _setup(pool, client, "o-409-refused")
+    await control.faults({"match": "POST /orders/*/line-items", "kind": "error", "status": 409, "times": 1})
+
+    await runner.run_workflow_step(workflow_id)
+
+    row = await pool.fetchrow("SELECT state, error FROM workflows WHERE workflow_id = $1", workflow_id)
+    assert row["state"] == "failed"
+    assert row["error"]["code"] == "provider_state_conflict"
+    assert effects(await control.ledger(kind="effect"), "line_item.added") == []
