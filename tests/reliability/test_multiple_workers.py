@@ -51,6 +51,12 @@ async def test_two_workers_one_killed_one_added_share_the_work_without_overlap(
         )
         newcomer.start()
         r.workers.append(newcomer)
+        # The group rebalances within a heartbeat or two of the join; the second batch is published
+        # after it, so the two live workers share it (a fast drain used to end the test first).
+        for _ in range(600):
+            if _assigned_partitions(newcomer) or not newcomer.alive:
+                break
+            await asyncio.sleep(0.1)
         await publish(r.settings, order_messages(rng, 10, prefix="b", kinds=GOOD))
 
         await drain(r, timeout_s=120, keep_alive=False)
