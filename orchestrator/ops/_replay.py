@@ -506,14 +506,29 @@ async def _resume_one(
         due = await timers.db_now(conn)
         await store.save(conn, row, next_step_at=due)
         await timers.schedule(conn, kind=timers.TimerKind.ORDER_STEP, order_id=row.order_id, due_at=due)
-        return ReplayResult(
-            w.workflow_id,
-            "resumed",
-            f"steps again in {row.current}",
-            state=row.current,
-            generation=row.generation,
-            calls=settled,
+    else:
+        await _resume(
+            conn, row, w, plan=plan, actor=actor, audit_id=audit_id, journal=journal, settled=settled, now=now
         )
+    detail = f"steps again in {row.current}" if w.resume_to is None else f"resumed to {row.current}"
+    return ReplayResult(
+        w.workflow_id, "resumed", detail, state=row.current, generation=row.generation, calls=settled
+    )
+
+
+async def _resume(
+    conn: asyncpg.Connection,
+    row: WorkflowRow,
+    w: WorkflowPlan,
+    *,
+    plan: ReplayPlan,
+    actor: str,
+    audit_id: int,
+    journal: Journal,
+    settled: list[dict[str, str]],
+    now: datetime,
+) -> None:
+    """Fire `resume` from `failed` to the planned state, with the replay's history details."""
     row.resume_state = w.resume_to
     previous_error = row.error
     details = {
@@ -535,14 +550,6 @@ async def _resume_one(
     )
     if not isinstance(outcome, Transitioned):
         raise ActionRefused(f"the machine refused resume for {w.workflow_id}: {outcome.reason}")
-    return ReplayResult(
-        w.workflow_id,
-        "resumed",
-        f"resumed to {row.current}",
-        state=row.current,
-        generation=row.generation,
-        calls=settled,
-    )
 
 
 async def load_selection(
