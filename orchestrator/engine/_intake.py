@@ -221,4 +221,3 @@ class CrmIntake:
                 cause=cause,
                 details={"reason": str(data.reason)},
             )
-        await self._journal.refresh_order(conn, data.order_id, now=now)

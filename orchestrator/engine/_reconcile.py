@@ -126,13 +126,35 @@ class CallFacts:
         )
 
 
+def _decoded(body: bytes | None) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def request_facts(request: PreparedRequest, *, step: str, line_item_id: str, error_code: str) -> CallFacts:
+    """A call just refused (not yet stored as such) as the facts `check_effect` reads: its request."""
+    assert request.idempotency_key is not None
+    return CallFacts(
+        idempotency_key=request.idempotency_key,
+        step=step,
+        method=request.method,
+        path=request.path,
+        status="failed",
+        generation=0,
+        first_sent_at=None,
+        response_status=None,
+        error_code=error_code,
+        workflow_level=True,
+        line_item_id=line_item_id,
+        request=_decoded(request.body),
+    )
+
+
 def call_facts(record: Any, line_item_id: str | None) -> CallFacts:
     """A `provider_calls` row as the facts a decision needs."""
-    body = record["body"]
-    try:
-        request = json.loads(body) if body else None
-    except ValueError:
-        request = None
+    request = _decoded(record["body"])
     return CallFacts(
         idempotency_key=record["idempotency_key"],
         step=record["step"],

@@ -13,7 +13,6 @@ outcome of call k and the intent of call k+1 commit together, and no timer is wr
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -47,7 +46,7 @@ from orchestrator.engine._plan import (
     plan_item,
     plan_order,
 )
-from orchestrator.engine._reconcile import Action, CallFacts, ConnectReader, call_facts, check_effect
+from orchestrator.engine._reconcile import Action, ConnectReader, call_facts, check_effect, request_facts
 from orchestrator.engine._reconcile import decide as decide_call
 from orchestrator.engine._transition import Chain, Journal, Move
 from orchestrator.events import LineItemState
@@ -279,20 +278,8 @@ class StepRunner:
         """Read whether a refused call's effect is there anyway (GETs only). A refusal stays a
         refusal unless the provider shows the effect."""
         assert outcome.error is not None
-        assert io.request.idempotency_key is not None
-        facts = CallFacts(
-            idempotency_key=io.request.idempotency_key,
-            step=io.plan.step,
-            method=io.request.method,
-            path=io.request.path,
-            status="failed",
-            generation=0,
-            first_sent_at=None,
-            response_status=409,
-            error_code=outcome.error.code,
-            workflow_level=True,
-            line_item_id=io.line_item_id,
-            request=json.loads(io.request.body) if io.request.body else None,
+        facts = request_facts(
+            io.request, step=io.plan.step, line_item_id=io.line_item_id, error_code=outcome.error.code
         )
         reader = ConnectReader(self._client, timeout_s=self._step_timeout_s)
         evidence = await check_effect(reader, facts, provider_order_id=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -50,16 +50,17 @@ class WorkflowContext:
         for name, value in changes.items():
             if name not in _CONTEXT_FIELDS:
                 raise KeyError(f"workflow context has no field {name!r}")
-            default = _CONTEXT_DEFAULTS[name]
-            setattr(
-                self, name, value if value is not None else ([] if isinstance(default, list) else default)
-            )
+            setattr(self, name, value if value is not None else _default(name))
 
 
-_CONTEXT_FIELDS = frozenset(f.name for f in fields(WorkflowContext))
-_CONTEXT_DEFAULTS: dict[str, Any] = {
-    f.name: ([] if f.name == "refused_amendments" else f.default) for f in fields(WorkflowContext)
-}
+def _default(name: str) -> Any:
+    """A field's default, a fresh one for a list."""
+    found = _CONTEXT_FIELDS[name]
+    return found.default_factory() if found.default_factory is not MISSING else found.default
+
+
+_CONTEXT_FIELDS = {f.name: f for f in fields(WorkflowContext)}
+_CONTEXT_DEFAULTS: dict[str, Any] = {name: _default(name) for name in _CONTEXT_FIELDS}
 
 
 @dataclass

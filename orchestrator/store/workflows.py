@@ -131,15 +131,15 @@ async def insert_order(
 
 
 # What a save writes back: every column but the line item's identity, which never changes, and the
-# timestamps (`updated_at = now()`). Positions matter: $1 is workflow_id, $2 state, $7 sequence.
+# timestamps (`updated_at = now()`), as parameters $1, $2, ... in this order (`_AT` names them).
 _NOT_SAVED = {"order_id", "line_item_id", "line_item_type", "definition_version", "created_at", "updated_at"}
 _SAVED = tuple(name for name in WORKFLOW_FIELDS if name not in _NOT_SAVED)
-
+_AT = {name: f"${i}" for i, name in enumerate(_SAVED, 1)}
 
 _UPDATE_WORKFLOW = (
     "UPDATE workflows SET "
-    + ", ".join(f"{name} = ${i}" for i, name in enumerate(_SAVED, 1) if i > 1)
-    + ", updated_at = now() WHERE workflow_id = $1"
+    + ", ".join(f"{name} = {_AT[name]}" for name in _SAVED if name != "workflow_id")
+    + f", updated_at = now() WHERE workflow_id = {_AT['workflow_id']}"
 )
 
 
@@ -186,14 +186,17 @@ async def save(
     timer = ""
     if next_step_at is not None:
         timer = upsert_timer(
-            workflow_id="$1", order_id="NULL", kind=p(str(TimerKind.STEP)), due_at=p(next_step_at)
+            workflow_id=_AT["workflow_id"],
+            order_id="NULL",
+            kind=p(str(TimerKind.STEP)),
+            due_at=p(next_step_at),
         )
     if change is None:
         await conn.execute(f"WITH {parts[0]} {timer}", *p.values)
         return
     if timer:
         parts.append(f"next_step AS ({timer})")
-    history, event = _history_and_event(p, "$1", "$7", "$2", change)
+    history, event = _history_and_event(p, _AT["workflow_id"], _AT["sequence"], _AT["state"], change)
     parts.append(f"history AS ({history})")
     await conn.execute(f"WITH {', '.join(parts)} {event}", *p.values)
 
@@ -206,16 +209,22 @@ async def insert_received(conn: asyncpg.Connection, rows: Sequence[tuple[Workflo
     sql = ""
     for row, change in rows:
         row.sequence, row.version = 1, 1
-        p = Params(*_saved_values(row)[:5])
-        history, event = _history_and_event(p, "$1", "1", "$2", change)
+        p = Params()
+        workflow_id, state = p(row.workflow_id), p(row.state)
+        history, event = _history_and_event(p, workflow_id, "1", state, change)
         first_step = upsert_timer(
-            workflow_id="$1", order_id="NULL", kind=p(str(TimerKind.STEP)), due_at=p(change.occurred_at)
+            workflow_id=workflow_id,
+            order_id="NULL",
+            kind=p(str(TimerKind.STEP)),
+            due_at=p(change.occurred_at),
         )
+        # The same text for every row (the placeholders follow one order), so one prepared statement.
         sql = f"""WITH workflow AS (
             INSERT INTO workflows (workflow_id, order_id, line_item_id, line_item_type, definition_version,
                                    state, spec, secrets, context, generation, sequence, version)
-            VALUES ($1, {p(row.order_id)}, {p(row.line_item_id)}, {p(row.line_item_type)},
-                    {p(row.definition_version)}, $2, $3, $4, $5, 0, 1, 1)
+            VALUES ({workflow_id}, {p(row.order_id)}, {p(row.line_item_id)}, {p(row.line_item_type)},
+                    {p(row.definition_version)}, {state}, {p(row.spec)}, {p(row.secrets)},
+                    {p(row.context.to_json())}, 0, 1, 1)
         ),
         history AS ({history}),
         first_step AS ({first_step})
