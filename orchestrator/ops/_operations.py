@@ -75,7 +75,7 @@ class Operations:
     ) -> None:
         self.pool = pool
         self.reader = reader
-        self._status_topic = status_topic
+        self._journal = Journal(status_topic=status_topic)
         self._clock = clock or SystemClock()
         self._rate_per_s = rate_per_s
 
@@ -153,7 +153,7 @@ class Operations:
                     plan,
                     actor=actor,
                     audit_id=audit_id,
-                    status_topic=self._status_topic,
+                    journal=self._journal,
                     now=self._clock.now,
                     rate_per_s=rate,
                 )
@@ -182,7 +182,7 @@ class Operations:
                 actor=actor,
                 reason=reason,
                 audit_id=audit_id,
-                journal=Journal(status_topic=self._status_topic),
+                journal=self._journal,
                 now=self._clock.now(),
             )
 

@@ -408,7 +408,7 @@ async def execute_replay(
     *,
     actor: str,
     audit_id: int,
-    status_topic: str,
+    journal: Journal,
     now: Callable[[], datetime],
     rate_per_s: float,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -437,7 +437,7 @@ async def execute_replay(
                     plan=plan,
                     actor=actor,
                     audit_id=audit_id,
-                    status_topic=status_topic,
+                    journal=journal,
                     now=now(),
                 )
             )
@@ -453,7 +453,7 @@ async def _execute_order(
     plan: ReplayPlan,
     actor: str,
     audit_id: int,
-    status_topic: str,
+    journal: Journal,
     now: datetime,
 ) -> list[ReplayResult]:
     order = await store.lock_order(conn, order_id)
@@ -466,7 +466,6 @@ async def _execute_order(
                 raise ActionRefused(f"order call {call.idempotency_key} changed since the plan; plan again")
         if order_plan.generation_after != order_plan.generation:
             await store.set_order_generation(conn, order_id, order_plan.generation_after)
-    journal = Journal(status_topic=status_topic)
     results = []
     for w in sorted(group, key=lambda w: w.workflow_id):
         results.append(

@@ -97,7 +97,7 @@ async def record_outcome(
         """UPDATE provider_calls SET status = $2, attempts = attempts + 1, response_status = $3,
                   response_body = $4, error = $5, latency_ms = $6,
                   first_sent_at = coalesce(first_sent_at, $7), last_sent_at = $7,
-                  completed_at = CASE WHEN $2 = 'succeeded' THEN $7 ELSE completed_at END
+                  completed_at = CASE WHEN $2 IN ('succeeded', 'skipped') THEN $7 ELSE completed_at END
            WHERE idempotency_key = $1""",
         idempotency_key,
         status,
