@@ -64,6 +64,9 @@ class CallOutcome:
     # stands in for the answer.
     reconciled: bool = False
     reconciled_body: Any = None
+    # Another attempt of the same key settled the call first (see `provider_calls.record_outcome`):
+    # this answer was counted, not recorded, and must not be acted on.
+    superseded: bool = False
 
     def body(self) -> Any:
         return self.response.json() if self.response is not None and self.response.content else None
@@ -130,7 +133,8 @@ async def send(
     )
 
 
-async def record_outcome(conn: asyncpg.Connection, *, key: str, outcome: CallOutcome, now: datetime) -> None:
+async def record_outcome(conn: asyncpg.Connection, *, key: str, outcome: CallOutcome, now: datetime) -> bool:
+    """Store one attempt's answer; False if another attempt had settled the call already."""
     status = "succeeded" if outcome.error is None else ("retrying" if outcome.error.retryable else "failed")
     body: Any = None
     if outcome.response is not None:
@@ -140,7 +144,7 @@ async def record_outcome(conn: asyncpg.Connection, *, key: str, outcome: CallOut
             body = {"unparsed": outcome.response.content[:2000].decode("utf-8", "replace")}
     if outcome.reconciled:  # refused, but a read showed the effect: done, with the read as answer
         status, body = "skipped", outcome.reconciled_body
-    await provider_calls.record_outcome(
+    return await provider_calls.record_outcome(
         conn,
         idempotency_key=key,
         status=status,

@@ -118,6 +118,8 @@ class StepRunner:
         self._retry = retry or RetryRules()
         self._step_timeout_s = step_timeout_s
         self._chain_steps = chain_steps
+        # Orders whose step runs in this process; True: it was asked for again meanwhile.
+        self._order_steps: dict[str, bool] = {}
 
     # --- line item workflows ---
 
@@ -223,6 +225,11 @@ class StepRunner:
             if locked is None:
                 return None
             order, row = locked
+            if outcome.superseded:
+                # The attempt that settled the call has applied it (or will, under this lock):
+                # plan again from what it left.
+                await schedule(conn, kind=TimerKind.STEP, workflow_id=workflow_id, due_at=now)
+                return None
             if row.version != io.version:
                 # A cancel or an amendment arrived during the call: the outcome is kept and the
                 # step planned again from the new state, knowing what the call established (an
@@ -263,7 +270,13 @@ class StepRunner:
         async with self._pool.acquire() as conn, conn.transaction():
             now = self._clock.now()
             assert request.idempotency_key is not None
-            await record_outcome(conn, key=request.idempotency_key, outcome=outcome, now=now)
+            if not await record_outcome(conn, key=request.idempotency_key, outcome=outcome, now=now):
+                log.info(
+                    "a late answer to a call already settled by another attempt: ignored",
+                    idempotency_key=request.idempotency_key,
+                    status=outcome.response.status if outcome.response else None,
+                )
+                outcome = replace(outcome, superseded=True)
             yield conn, outcome, now
 
     async def _read_conflict(self, io: _Send, outcome: CallOutcome) -> CallOutcome:
@@ -418,7 +431,25 @@ class StepRunner:
     # --- orders ---
 
     async def run_order_step(self, order_id: str) -> None:
-        """Create the provider order, then submit it once every live item is in it."""
+        """Create the provider order, then submit it once every live item is in it.
+
+        An order's step asked for while it runs here (its timer fired again: an item reached a
+        state that wakes its order) runs once more after it, not beside it: beside it, it would
+        send the call in flight a second time under its key. Across workers that can still
+        happen; `record_outcome` keeps a late answer from undoing the first settled one."""
+        if order_id in self._order_steps:
+            self._order_steps[order_id] = True
+            return
+        self._order_steps[order_id] = False
+        try:
+            await self._order_step(order_id)
+            while self._order_steps[order_id]:
+                self._order_steps[order_id] = False
+                await self._order_step(order_id)
+        finally:
+            del self._order_steps[order_id]
+
+    async def _order_step(self, order_id: str) -> None:
         structlog.contextvars.unbind_contextvars("workflow_id", "line_item_id")
         structlog.contextvars.bind_contextvars(order_id=order_id)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -454,7 +485,9 @@ class StepRunner:
         async with self._sent(prepared.request) as (conn, outcome, now):
             order = await store.lock_order(conn, order_id)
             assert order is not None
-            if outcome.error is None:
+            if outcome.superseded:
+                pass  # the attempt that settled the call applied it
+            elif outcome.error is None:
                 await self._order_success(conn, order, step, outcome.body(), now=now)
             elif outcome.error.retryable:
                 assert prepared.request.idempotency_key is not None

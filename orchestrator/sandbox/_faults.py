@@ -3,7 +3,8 @@
 A rule matches `"METHOD /path/glob"` (fnmatch, e.g. `"POST /orders/*/submit"` or `"* *"`), fires with
 `probability` (seeded dice) at most `times` times, and is one of:
 
-- `error`: answer `status` (default 503) before processing; nothing applied, nothing cached;
+- `error`: answer `status` (default 503) before processing; nothing applied, nothing cached
+  (after `latencyMs`, if given: a slow gateway's refusal, which a retry can overtake);
 - `rate_limit`: 429 with `Retry-After: retryAfterS` before processing;
 - `drop`: close the connection before processing;
 - `latency`: wait `latencyMs` (real time) inside the idempotency lock, then process;

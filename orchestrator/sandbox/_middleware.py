@@ -155,6 +155,8 @@ class SandboxMiddleware:
         return response.status, outcome
 
     async def _pre_fault(self, send: Send, rule: FaultRule) -> tuple[int, str]:
+        if rule.latency_ms:
+            await asyncio.sleep(rule.latency_ms / 1000)
         if rule.kind == "drop":
             await _drop(send)
             return 0, "fault:drop"

@@ -12,6 +12,9 @@ import asyncpg
 
 # A call not yet settled: sent and unanswered, retrying, or refused (an operator may replay it).
 UNSETTLED = ("intent", "retrying", "failed")
+# A call settled for good: its effect is there (`succeeded`, or `skipped` when a read showed it),
+# or a new key took its place (`rekeyed`).
+SETTLED = ("succeeded", "skipped", "rekeyed")
 
 
 async def insert_intent(
@@ -91,14 +94,18 @@ async def record_outcome(
     error: dict[str, Any] | None,
     latency_ms: int,
     now: datetime,
-) -> None:
-    """One attempt's answer. The first attempt's time is kept: it starts the key's 24 h window."""
-    await conn.execute(
+) -> bool:
+    """One attempt's answer. The first attempt's time is kept: it starts the key's 24 h window.
+
+    False if the call was settled already (`SETTLED`): two attempts of one key can be in flight
+    at once (a step rescheduled while its call is out), and an answer that arrives after the call
+    succeeded must not turn it back into a failure. That attempt is only counted."""
+    recorded = await conn.fetchval(
         """UPDATE provider_calls SET status = $2, attempts = attempts + 1, response_status = $3,
                   response_body = $4, error = $5, latency_ms = $6,
                   first_sent_at = coalesce(first_sent_at, $7), last_sent_at = $7,
                   completed_at = CASE WHEN $2 IN ('succeeded', 'skipped') THEN $7 ELSE completed_at END
-           WHERE idempotency_key = $1""",
+           WHERE idempotency_key = $1 AND status <> ALL($8::text[]) RETURNING true""",
         idempotency_key,
         status,
         response_status,
@@ -106,7 +113,16 @@ async def record_outcome(
         error,
         latency_ms,
         now,
+        list(SETTLED),
     )
+    if recorded:
+        return True
+    await conn.execute(
+        "UPDATE provider_calls SET attempts = attempts + 1, last_sent_at = $2 WHERE idempotency_key = $1",
+        idempotency_key,
+        now,
+    )
+    return False
 
 
 async def settle(

@@ -1,0 +1,77 @@
+"""Two attempts of one call in flight at once: an order's step asked for again while its call is
+out. In one worker the second run waits for the first; across workers it sends the stored intent
+again under the same key, and when the first attempt's refusal arrives after the second attempt
+succeeded, the refusal must not undo the success.
+
+Seen in CI (the awkward-ids test): an order's submit was refused (400, injected) slowly, a second
+attempt meanwhile submitted the order, and the late 400 then failed both line items although the
+provider had submitted their order. The step runner against a real database and the real sandbox,
+whose slow injected refusal holds the first attempt open."""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator.engine import CrmIntake, StepRunner, SystemClock
+from tests.e2e.support import order_submitted, subscription
+from tests.engine.conftest import Provider
+from tests.engine.test_changes_during_a_call import _consume
+
+
+async def _slow_refused_submit(provider: Provider, order_id: str) -> tuple[StepRunner, asyncio.Task[None]]:
+    """An order whose item is in the provider order, and its submit on its way, to be refused
+    (400) after 800 ms."""
+    pool = provider.pool
+    intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
+    await _consume(intake, order_id, "crm.order.submitted", order_submitted(order_id, subscription("li-1")))
+    runner = StepRunner(pool=pool, client=provider.client, clock=SystemClock(), status_topic="status")
+    await runner.run_order_step(order_id)  # the provider order exists
+    workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = $1", order_id)
+    await runner.run_workflow_step(workflow_id)  # the item is in it
+    await provider.control.faults(
+        {"match": "POST /orders/*/submit", "kind": "error", "status": 400, "latencyMs": 800, "times": 1}
+    )
+    first = asyncio.create_task(runner.run_order_step(order_id))
+    for _ in range(300):  # bounded: until the first attempt's intent is stored (it is on its way)
+        if await pool.fetchval("SELECT count(*) FROM provider_calls WHERE step = 'submit_order'"):
+            break
+        await asyncio.sleep(0.01)
+    return runner, first
+
+
+async def _submits(provider: Provider) -> list[int]:
+    return sorted(
+        r["status"]
+        for r in await provider.control.ledger(kind="request")
+        if r["method"] == "POST" and r["path"].endswith("/submit")
+    )
+
+
+async def test_an_order_step_asked_for_during_its_call_runs_after_it_not_beside_it(
+    provider: Provider,
+) -> None:
+    runner, first = await _slow_refused_submit(provider, "o-twice")
+    await runner.run_order_step("o-twice")  # its timer fired again: noted, not run beside the first
+    assert not first.done(), "the first attempt must still be waiting for its refusal"
+    await first  # ... and the second run follows it: the refusal stands, nothing is sent again
+
+    assert await _submits(provider) == [400]
+    state = await provider.pool.fetchval("SELECT state FROM workflows WHERE order_id = 'o-twice'")
+    assert state == "failed"
+
+
+async def test_a_late_refusal_does_not_undo_a_submit_that_another_worker_made(provider: Provider) -> None:
+    pool = provider.pool
+    _, first = await _slow_refused_submit(provider, "o-late")
+    other = StepRunner(pool=pool, client=provider.client, clock=SystemClock(), status_topic="status")
+    await other.run_order_step("o-late")  # the second attempt, in another worker, answered at once
+    assert not first.done(), "the first attempt must still be waiting for its refusal"
+    await first
+    workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = 'o-late'")
+
+    call = await pool.fetchrow("SELECT status, attempts FROM provider_calls WHERE step = 'submit_order'")
+    assert (call["status"], call["attempts"]) == ("succeeded", 2)
+    row = await pool.fetchrow("SELECT state, error FROM workflows WHERE workflow_id = $1", workflow_id)
+    assert (row["state"], row["error"]) == ("submitted", None)
+    assert await pool.fetchval("SELECT submitted_at IS NOT NULL FROM orders WHERE order_id = 'o-late'")
+    assert await _submits(provider) == [200, 400]  # both attempts reached the provider
