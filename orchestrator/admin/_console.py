@@ -424,7 +424,9 @@ def _plan_page(plan: ReplayPlan, *, note: str | None = None) -> str:
             ]
         )
     warnings = "".join(
-        f'<div class="error">{h.text(msg)}</div>' for o in data["orders"] for msg in o["warnings"]
+        f'<div class="error">{h.text(msg)}</div>'
+        for o in [*data["workflows"], *data["orders"]]
+        for msg in o["warnings"]
     ) + "".join(
         f'<div class="flash">Order {h.text(o["order_id"])}: '
         f"{h.text(c['action'].upper())} {h.text(c['step'])} "

@@ -11,6 +11,7 @@ from orchestrator.engine._clock import Clock, SystemClock
 from orchestrator.engine._errors import EventRejected
 from orchestrator.engine._intake import CrmIntake, split_secrets
 from orchestrator.engine._plan import (
+    PORTING_STATES,
     Call,
     Plan,
     Poll,
@@ -19,6 +20,9 @@ from orchestrator.engine._plan import (
     decide_from_snapshot,
     order_key,
     plan_item,
+    port_rejected,
+    porting_details,
+    porting_digest,
     step_key,
 )
 from orchestrator.engine._provider_events import ProviderEventIntake
@@ -41,6 +45,7 @@ from orchestrator.engine._transition import Chain, Journal, Move
 __all__ = [
     "KEY_WINDOW",
     "KEY_WINDOW_MARGIN",
+    "PORTING_STATES",
     "Action",
     "Call",
     "CallFacts",
@@ -71,6 +76,9 @@ __all__ = [
     "decide_from_snapshot",
     "order_key",
     "plan_item",
+    "port_rejected",
+    "porting_details",
+    "porting_digest",
     "split_secrets",
     "step_key",
 ]

@@ -18,6 +18,13 @@ import asyncpg
 from orchestrator import faults
 from orchestrator.engine._clock import Clock
 from orchestrator.engine._errors import EventRejected
+from orchestrator.engine._plan import (
+    KEEP_TEMPORARY_NUMBER,
+    PORTING_DETAILS,
+    PORTING_STATES,
+    amendment_change,
+    port_rejected,
+)
 from orchestrator.engine._transition import Journal, Move
 from orchestrator.events import (
     CrmEvent,
@@ -161,36 +168,93 @@ class CrmIntake:
                 "invalid_data",
                 f"line item {row.line_item_id} is a {row.line_item_type}; an update cannot change it",
             )
-        previous = row.current
-        # The order step submits once every item awaits submission; an amendment that moved an item
-        # back while that submit is on its way would leave the item outside a submitted order. The
-        # order row is locked here and by the order step, so the submit intent is either stored
-        # (refuse) or not (amend; the order step then waits for the item again).
-        if previous in BEFORE_SUBMISSION_STATES and await provider_calls.submission_started(
+        spec, secrets = split_secrets(data.line_item)
+        change = amendment_change(row, spec, secrets)
+        if row.current in BEFORE_SUBMISSION_STATES and await provider_calls.submission_started(
             conn, row.order_id
         ):
-            self._refuse_amendment(
-                row,
-                cause,
-                "the provider order is already being submitted: the line item can no longer change",
-                now,
-            )
-            await store.save(conn, row)
+            # The order step submits once every item awaits submission; an amendment that moved an
+            # item back while that submit is on its way would leave it outside a submitted order.
+            # The order row is locked here and by the order step, so the submit intent is either
+            # stored (refuse) or not (amend; the order step then waits for the item again).
+            reason = "the provider order is already being submitted: the line item can no longer change"
+            await self._refuse(conn, row, change, reason, cause=cause, now=now)
             return
-        spec, secrets = split_secrets(data.line_item)
+        if row.current in PORTING_STATES or port_rejected(row):
+            await self._amend_port(conn, row, spec, secrets, change, cause=cause, now=now)
+            return
         outcome = self._journal.fire(row, Move("amend"))
         if not isinstance(outcome, Transitioned):
-            self._refuse_amendment(row, cause, outcome.reason, now)
-            await store.save(conn, row)
+            await self._refuse(conn, row, change, outcome.reason, cause=cause, now=now)
             return
         row.spec, row.secrets = spec, secrets
         row.generation += 1
-        if not outcome.changed:
-            row.context.porting_update_due = True
         await self._journal.commit(conn, row, outcome, now=now, cause=cause, step_due=now, wake_order=True)
+        await self._journal.amended(conn, row, change=change, cause=cause, now=now)
 
-    @staticmethod
-    def _refuse_amendment(row: WorkflowRow, cause: str, reason: str, now: datetime) -> None:
+    async def _amend_port(
+        self,
+        conn: asyncpg.Connection,
+        row: WorkflowRow,
+        spec: dict[str, Any],
+        secrets: dict[str, Any] | None,
+        change: str,
+        *,
+        cause: str,
+        now: datetime,
+    ) -> None:
+        """An amendment once the subscription exists with a port-in: only its porting details can
+        change. Corrected details go to the provider (the step that sends them reports the
+        outcome); after a rejected port they request it again. Without porting, a rejected port on
+        a temporary number keeps that number for good."""
+        rejected = port_rejected(row)
+        if rejected and not secrets and row.context.temporary_msisdn:
+            keep = Move(
+                "keep_temporary_number",
+                context={
+                    "msisdn": row.context.temporary_msisdn,
+                    "temporary_msisdn": None,
+                    "ported_msisdn": None,
+                },
+            )
+            outcome = self._journal.fire(row, keep)
+            assert isinstance(outcome, Transitioned), outcome
+            row.spec, row.generation = spec, row.generation + 1
+            await self._journal.commit(conn, row, outcome, now=now, cause=cause, step_due=now)
+            await self._journal.amended(conn, row, change=KEEP_TEMPORARY_NUMBER, cause=cause, now=now)
+            return
+        if change != PORTING_DETAILS:
+            reason = (
+                "the port-in was rejected: send corrected porting details to request it again"
+                + (", or no porting to keep the temporary number" if row.context.temporary_msisdn else "")
+                if rejected
+                else "the subscription exists: only its porting details can change during the port"
+            )
+            await self._refuse(conn, row, change, reason, cause=cause, now=now)
+            return
+        row.spec, row.secrets = spec, secrets
+        row.generation += 1  # the provider call gets a key of its own
+        if not rejected:
+            row.context.porting_update_due = True
+            await store.save(conn, row, next_step_at=now)
+            return
+        # Back to where the port failed (waiting for it, or live on the temporary number), with
+        # the port to request again first.
+        row.context.port_request_due = True
+        outcome = self._journal.fire(row, Move("resume"))
+        assert isinstance(outcome, Transitioned), outcome
+        await self._journal.commit(conn, row, outcome, now=now, cause=cause, step_due=now)
+
+    async def _refuse(
+        self,
+        conn: asyncpg.Connection,
+        row: WorkflowRow,
+        change: str,
+        reason: str,
+        *,
+        cause: str,
+        now: datetime,
+    ) -> None:
         log.warning(
             "amendment refused",
             order_id=row.order_id,
@@ -198,10 +262,11 @@ class CrmIntake:
             state=row.current,
             reason=reason,
         )
-        # Kept on the workflow so `workflows show` tells the operator the CRM tried.
+        # Kept on the workflow too, so `workflows show` tells the operator the CRM tried.
         row.context.refused_amendments.append(
             {"cause": cause, "state": row.current, "reason": reason, "at": now.isoformat()}
         )
+        await self._journal.amended(conn, row, change=change, reason=reason, cause=cause, now=now)
 
     async def _cancelled(
         self, conn: asyncpg.Connection, event: OrderCancelledEvent, *, now: datetime, cause: str

@@ -7,13 +7,15 @@ idempotency keys within the provider's limit.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from orchestrator.connect import PreparedRequest, Requests, bounded_key
-from orchestrator.engine._transition import Move
+from orchestrator.connect import PreparedRequest, ProviderError, Requests, bounded_key
+from orchestrator.engine._transition import Amended, Move
 from orchestrator.events import LineItemState
 from orchestrator.machines import ONE_OFF_ITEM_TYPES, POLLING_STATES, is_settled
 from orchestrator.store.rows import OrderRow, WorkflowRow
@@ -33,11 +35,13 @@ class Wait:
 
 @dataclass(frozen=True)
 class Call:
-    """A provider call with an idempotency key; `on_success` turns the answer into a Move."""
+    """A provider call with an idempotency key; `on_success` turns the answer into a Move, and
+    `on_refused`, when given, a permanent refusal (else the workflow fails)."""
 
     step: str
     request: PreparedRequest
     on_success: Callable[[Any], Move | Wait]
+    on_refused: Callable[[ProviderError], Move | Wait] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,46 +80,23 @@ def lease_expired(row: WorkflowRow, now: datetime) -> bool:
     return bool(row.spec.get("leaseToken")) and expires is not None and datetime.fromisoformat(expires) <= now
 
 
-def _fail(code: str, message: str, step: str, *, retryable: bool = False, **extra: Any) -> Move:
-    return Move(
-        "fail", error={"code": code, "message": message, "retryable": retryable, "step": step, **extra}
-    )
+def _fail(
+    code: str,
+    message: str,
+    step: str,
+    *,
+    context: dict[str, Any] | None = None,
+    amended: Amended | None = None,
+) -> Move:
+    error = {"code": code, "message": message, "retryable": False, "step": step}
+    return Move("fail", context or {}, error, amended=amended)
 
 
 def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # noqa: PLR0911 - one rule per state
     """The next step of a line item workflow in its current state."""
     state = row.current
     if state in (S.RECEIVED, S.NUMBER_LEASED):
-        if row.spec.get("leaseToken") and lease_expired(row, now):
-            return _fail(
-                "lease_expired",
-                f"the number lease for {row.spec.get('msisdn')} expired at {row.spec.get('leaseExpiresAt')} "
-                "before the order could be submitted; send crm.order.line_item.updated with a fresh lease",
-                "lease_check",
-            )
-        if state == S.RECEIVED and row.spec.get("leaseToken"):
-            return Move("lease_confirmed", context={"msisdn": row.spec.get("msisdn")})
-        if order.provider_order_id is None:
-            return Wait(None)  # the order step creates the provider order, then pokes us
-        if order.submitted_at is not None:
-            return _fail(
-                "order_already_submitted",
-                "the provider order was submitted before this line item could be added",
-                "add_item",
-            )
-        body = provider_line_item(row)
-        if row.context.item_added:
-            request = Requests.update_line_item(
-                order.provider_order_id,
-                body,
-                line_item_id=row.line_item_id,
-                idempotency_key=step_key(row, "update_item"),
-            )
-            return Call("update_item", request, lambda _: Move("item_added", context={"item_added": True}))
-        request = Requests.add_line_item(
-            order.provider_order_id, body, idempotency_key=step_key(row, "add_item")
-        )
-        return Call("add_item", request, lambda _: Move("item_added", context={"item_added": True}))
+        return _plan_cart(row, order, now=now)
     if state == S.AWAITING_SUBMISSION:
         if lease_expired(row, now):
             return _fail(
@@ -128,6 +109,10 @@ def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # n
             # Wake at the lease's expiry: if the order is still not submitted then, fail clearly.
             return Wait(max(0.0, (datetime.fromisoformat(expires) - now).total_seconds()))
         return Wait(None)  # the order step submits once every item is in
+    if state in PORTING_STATES and row.context.subscription_id:
+        porting = _porting_call(row)
+        if porting is not None:
+            return porting
     if state in POLLING_STATES and state != S.CANCELLING:
         assert order.provider_order_id is not None
         return Poll(
@@ -138,6 +123,110 @@ def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # n
     if state == S.CANCELLING:
         return _plan_compensation(row, order)
     return Wait(None)  # activated, completed, cancelled, failed: nothing until an operator acts
+
+
+def _plan_cart(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:
+    """Before submission: confirm a lease, then put the item in the provider order (or update it there)."""
+    state = row.current
+    if row.spec.get("leaseToken") and lease_expired(row, now):
+        return _fail(
+            "lease_expired",
+            f"the number lease for {row.spec.get('msisdn')} expired at {row.spec.get('leaseExpiresAt')} "
+            "before the order could be submitted; send crm.order.line_item.updated with a fresh lease",
+            "lease_check",
+        )
+    if state == S.RECEIVED and row.spec.get("leaseToken"):
+        return Move("lease_confirmed", context={"msisdn": row.spec.get("msisdn")})
+    if order.provider_order_id is None:
+        return Wait(None)  # the order step creates the provider order, then pokes us
+    if order.submitted_at is not None:
+        return _fail(
+            "order_already_submitted",
+            "the provider order was submitted before this line item could be added",
+            "add_item",
+        )
+    body = provider_line_item(row)
+    if row.context.item_added:
+        request = Requests.update_line_item(
+            order.provider_order_id,
+            body,
+            line_item_id=row.line_item_id,
+            idempotency_key=step_key(row, "update_item"),
+        )
+        return Call("update_item", request, lambda _: Move("item_added", context={"item_added": True}))
+    request = Requests.add_line_item(order.provider_order_id, body, idempotency_key=step_key(row, "add_item"))
+    return Call("add_item", request, lambda _: Move("item_added", context={"item_added": True}))
+
+
+PORTING_STATES = frozenset({S.PORTING_PENDING, S.TEMP_NUMBER_ACTIVE})
+PORTING_DETAILS = "porting_details"
+KEEP_TEMPORARY_NUMBER = "keep_temporary_number"
+_PORTING_SENT = {"porting_update_due": None, "port_request_due": None}
+
+
+def amendment_change(row: WorkflowRow, spec: dict[str, Any], secrets: dict[str, Any] | None) -> str:
+    """What a CRM amendment changes, as the `change` its `amended` event reports: the porting
+    details, the number's lease, the activation date, or (anything else) the line item."""
+    if (secrets or {}).get("porting") != (row.secrets or {}).get("porting") and secrets:
+        return PORTING_DETAILS
+    lease = ("leaseToken", "leaseExpiresAt", "msisdn")
+    if any(spec.get(k) != row.spec.get(k) for k in lease) and spec.get("leaseToken"):
+        return "lease"
+    if spec.get("scheduleActivationAt") != row.spec.get("scheduleActivationAt"):
+        return "schedule"
+    return "line_item"
+
+
+def port_rejected(row: WorkflowRow) -> bool:
+    """Failed because the donor rejected the port, with the subscription in place: corrected
+    details (or an operator's replay) request the port again on that subscription."""
+    return (
+        row.current == S.FAILED
+        and (row.error or {}).get("code") == "port_failed"
+        and row.resume_state in PORTING_STATES
+        and row.context.subscription_id is not None
+    )
+
+
+def porting_details(row: WorkflowRow) -> dict[str, Any]:
+    """The porting details the CRM last sent (kept with the secrets until the port is done)."""
+    return dict(((row.secrets or {}).get("porting") or {}).get("details") or {})
+
+
+def porting_digest(details: dict[str, Any]) -> str:
+    """A short digest of porting details, to tell whether a retry sends what the donor rejected
+    without keeping the details themselves any longer than the port needs them."""
+    canonical = json.dumps(details, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _porting_call(row: WorkflowRow) -> Call | None:
+    """Send the CRM's corrected porting details: to the port in progress (`update_porting`), or
+    as a new request of the port the donor rejected (`retry_port`, same subscription, no new
+    order). Both use the provider's in-porting update, under a key of the amendment's generation."""
+    ctx = row.context
+    if not (ctx.port_request_due or ctx.porting_update_due):
+        return None
+    assert ctx.subscription_id is not None
+    step = "retry_port" if ctx.port_request_due else "update_porting"
+    request = Requests.update_in_porting(
+        ctx.subscription_id, {"details": porting_details(row)}, idempotency_key=step_key(row, step)
+    )
+
+    def refused(error: ProviderError) -> Move:
+        reason = f"the provider refused the porting details: {error.message}"
+        if step == "retry_port":  # the port stays rejected: back to failed, as before the retry
+            return _fail(
+                "port_failed", reason, step, context=_PORTING_SENT, amended=Amended(PORTING_DETAILS, reason)
+            )
+        return Move("", _PORTING_SENT, amended=Amended(PORTING_DETAILS, reason))
+
+    return Call(
+        step,
+        request,
+        lambda _: Move("", {**_PORTING_SENT, "rejected_porting": None}, amended=Amended(PORTING_DETAILS)),
+        on_refused=refused,
+    )
 
 
 def _plan_compensation(row: WorkflowRow, order: OrderRow) -> Plan:
@@ -258,8 +347,12 @@ def _decide_port(
     if row.current == S.SUBMITTED:
         return Move("port_requested", context=ctx)  # reported even if the port has already failed
     if port_status == "FAILED":
-        message = "the provider reports the port-in failed; correct the porting details and replay"
-        return _fail("port_failed", message, "porting", context=ctx)
+        message = (
+            "the provider reports the port-in failed: send crm.order.line_item.updated with corrected "
+            "porting details (or, on a temporary number, without porting to keep it), or replay"
+        )
+        rejected = {**ctx, "rejected_porting": porting_digest(porting_details(row))}
+        return _fail("port_failed", message, "porting", context=rejected)
     if port_status == "COMPLETED" and status == "ACTIVATED" and msisdn == ported:
         return Move("activate", context={**ctx, "msisdn": msisdn, "temporary_msisdn": None})
     if (

@@ -246,6 +246,8 @@ class StepRunner:
                 # A 409 whose effect the provider shows after all (e.g. the request was applied
                 # and then refused as a repeat): recorded as `skipped`, the read as its answer.
                 judged: Move | Wait = io.plan.on_success(outcome.reconciled_body)
+            elif outcome.error and not outcome.error.retryable and io.plan.on_refused is not None:
+                judged = io.plan.on_refused(outcome.error)
             else:
                 judged = self._judge(row, io.plan.step, outcome) or io.plan.on_success(outcome.body())
             if await self._apply(conn, row, judged, now=now, cause=io.plan.step, chain=chain):
@@ -411,7 +413,13 @@ class StepRunner:
         if not plan.event:  # context only (e.g. a subscription id learned)
             row.context.update(plan.context)
             here = chain is not None and chain.take()
-            await store.save(conn, row, next_step_at=None if here else now)
+            if plan.amended is not None:
+                await self._journal.amended(
+                    conn, row, change=plan.amended.change, reason=plan.amended.refused,
+                    cause=cause, now=now, next_step_at=None if here else now,
+                )  # fmt: skip
+            else:
+                await store.save(conn, row, next_step_at=None if here else now)
             return here
         outcome = self._journal.fire(row, plan)
         if not isinstance(outcome, Transitioned):
@@ -424,9 +432,14 @@ class StepRunner:
             await store.save(conn, row)
             return False
         details = {"error": plan.error} if plan.error else None
-        return await self._journal.commit(
+        here = await self._journal.commit(
             conn, row, outcome, now=now, cause=cause, step_due=now, details=details, chain=chain
         )
+        if plan.amended is not None:
+            await self._journal.amended(
+                conn, row, change=plan.amended.change, reason=plan.amended.refused, cause=cause, now=now
+            )
+        return here
 
     # --- orders ---
 

@@ -16,6 +16,11 @@ from typing import Any
 import asyncpg
 
 from orchestrator.events import (
+    AmendmentOutcome,
+    JeopardyStatus,
+    LineItemAmended,
+    LineItemJeopardy,
+    LineItemNotice,
     LineItemState,
     LineItemStateChanged,
     OrderState,
@@ -39,16 +44,33 @@ from orchestrator.store.timers import TimerKind, schedule
 log = get_logger(__name__)
 
 STATUS_SOURCE = "urn:provisioning-orchestrator"
+# History events of notices (see `Journal._notice`): no machine edge, the state stays.
+AMENDED, JEOPARDY = "amended", "jeopardy"
+NOTICE_EVENTS = frozenset({AMENDED, JEOPARDY})
+_NOTICE_DETAILS = {
+    AMENDED: {"change", "outcome", "reason"},
+    JEOPARDY: {"reason", "status", "since", "expected_by"},
+}
+
+
+@dataclass(frozen=True)
+class Amended:
+    """What became of a CRM amendment that only the provider could settle: reported with the move."""
+
+    change: str
+    refused: str | None = None  # why, when the provider refused it
 
 
 @dataclass(frozen=True)
 class Move:
     """Fire `event` on the machine; set `context` fields (None forgets one); `error` for `fail`.
-    An empty `event` only records context (e.g. a subscription id learned)."""
+    An empty `event` only records context (e.g. a subscription id learned). `amended`: tell the
+    CRM what became of its amendment, after the move."""
 
     event: str
     context: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    amended: Amended | None = None
 
 
 class Chain:
@@ -88,6 +110,69 @@ class Journal:
         )
         message = OutboxMessage(self._status_topic, record.key, record.value, record.headers)
         return Change(event, previous, cause, details, now, message)
+
+    def _notice(self, row: WorkflowRow, data: LineItemNotice, *, event: str, cause: str) -> Change:
+        """A status event that reports on the line item without moving it (an amendment's fate,
+        jeopardy). It takes the next number of the item's sequence, and its history row stays in
+        the item's state (from = to), so the history and the status stream stay gap-free."""
+        record = encode_status_event(data=data, source=STATUS_SOURCE)
+        message = OutboxMessage(self._status_topic, record.key, record.value, record.headers)
+        details = data.model_dump(mode="json", include=_NOTICE_DETAILS[event], exclude_none=True)
+        return Change(event, row.current, cause, details, data.occurred_at, message)
+
+    async def amended(
+        self,
+        conn: asyncpg.Connection,
+        row: WorkflowRow,
+        *,
+        change: str,
+        reason: str | None = None,
+        cause: str,
+        now: datetime,
+        next_step_at: datetime | None = None,
+    ) -> None:
+        """Tell the CRM what became of its amendment: applied, or refused with `reason`. Saves the row."""
+        data = LineItemAmended(
+            order_id=row.order_id,
+            line_item_id=row.line_item_id,
+            workflow_id=str(row.workflow_id),
+            sequence=row.sequence + 1,
+            occurred_at=now,
+            change=change,
+            outcome=AmendmentOutcome.REFUSED if reason else AmendmentOutcome.APPLIED,
+            reason=reason,
+        )
+        notice = self._notice(row, data, event=AMENDED, cause=cause)
+        await store.save(conn, row, change=notice, next_step_at=next_step_at)
+
+    async def jeopardy(
+        self,
+        conn: asyncpg.Connection,
+        row: WorkflowRow,
+        *,
+        reason: str,
+        since: datetime,
+        expected_by: datetime,
+        status: JeopardyStatus,
+        cause: str,
+        now: datetime,
+        next_step_at: datetime | None = None,
+    ) -> None:
+        """Raise or clear jeopardy on the line item. Saves the row."""
+        data = LineItemJeopardy(
+            order_id=row.order_id,
+            line_item_id=row.line_item_id,
+            workflow_id=str(row.workflow_id),
+            sequence=row.sequence + 1,
+            occurred_at=now,
+            state=LineItemState(row.current),
+            reason=reason,
+            since=since,
+            expected_by=expected_by,
+            status=status,
+        )
+        notice = self._notice(row, data, event=JEOPARDY, cause=cause)
+        await store.save(conn, row, change=notice, next_step_at=next_step_at)
 
     async def received(
         self, conn: asyncpg.Connection, rows: list[WorkflowRow], *, cause: str, now: datetime
@@ -226,11 +311,17 @@ class Journal:
         return derived
 
 
+_ON_TEMPORARY_NUMBER = frozenset(
+    {LineItemState.TEMP_NUMBER_ACTIVE, LineItemState.FAILED, LineItemState.CANCELLING}
+)
+
+
 def _line_item_status(
     row: WorkflowRow, *, previous: str | None, sequence: int, now: datetime
 ) -> LineItemStateChanged:
     ctx = row.context
-    temporary = ctx.temporary_msisdn if row.state == LineItemState.TEMP_NUMBER_ACTIVE else None
+    # While the customer is live on a temporary number, every event says so, a failed port's too.
+    temporary = ctx.temporary_msisdn if row.state in _ON_TEMPORARY_NUMBER else None
     error = None
     if row.state == LineItemState.FAILED and row.error is not None:
         error = StepError(

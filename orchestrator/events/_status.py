@@ -117,6 +117,60 @@ class OrderStateChanged(ContractModel):
         return self
 
 
+class AmendmentOutcome(StrEnum):
+    APPLIED = "applied"
+    REFUSED = "refused"
+
+
+class LineItemAmended(ContractModel):
+    """`data` of `provisioning.line_item.amended`: what became of one CRM amendment. Every
+    amendment gets exactly one, in the line item's `sequence` beside its state changes."""
+
+    order_id: NonEmptyStr
+    line_item_id: NonEmptyStr
+    workflow_id: NonEmptyStr
+    sequence: int = Field(ge=2, description="the line item's sequence (shared with its state changes)")
+    occurred_at: Timestamp
+    change: NonEmptyStr = Field(
+        description="what the amendment changed: porting_details, schedule, lease, "
+        "keep_temporary_number or line_item"
+    )
+    outcome: AmendmentOutcome
+    reason: str | None = Field(None, description="why it was refused; set exactly when refused")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.outcome is AmendmentOutcome.REFUSED) != bool(self.reason):
+            raise ValueError("reason is required when refused and must be absent when applied")
+        return self
+
+
+class JeopardyStatus(StrEnum):
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+class LineItemJeopardy(ContractModel):
+    """`data` of `provisioning.line_item.jeopardy`: a line item late against what is expected of
+    it (a port stuck in progress, an activation past its date), raised once and cleared by the
+    next milestone."""
+
+    order_id: NonEmptyStr
+    line_item_id: NonEmptyStr
+    workflow_id: NonEmptyStr
+    sequence: int = Field(ge=2, description="the line item's sequence (shared with its state changes)")
+    occurred_at: Timestamp
+    state: LineItemState = Field(description="the line item's state when raised or cleared")
+    reason: NonEmptyStr = Field(description="port_stuck or activation_late")
+    since: Timestamp = Field(description="when the awaited milestone became due to start counting")
+    expected_by: Timestamp = Field(description="when it should have happened")
+    status: JeopardyStatus
+
+
+LineItemNotice = LineItemAmended | LineItemJeopardy
+StatusData = LineItemStateChanged | OrderStateChanged | LineItemAmended | LineItemJeopardy
+
+
 class _StatusEnvelope(ContractModel):
     model_config = ContractModel.model_config | ConfigDict(alias_generator=None)
 
@@ -142,6 +196,31 @@ class OrderStateChangedEvent(_StatusEnvelope):
     data: OrderStateChanged
 
 
+class LineItemAmendedEvent(_StatusEnvelope):
+    """The whole CloudEvent as published (structured mode)."""
+
+    type: Literal["provisioning.line_item.amended"] = "provisioning.line_item.amended"
+    data: LineItemAmended
+
+
+class LineItemJeopardyEvent(_StatusEnvelope):
+    """The whole CloudEvent as published (structured mode)."""
+
+    type: Literal["provisioning.line_item.jeopardy"] = "provisioning.line_item.jeopardy"
+    data: LineItemJeopardy
+
+
+StatusEvent = (
+    LineItemStateChangedEvent | OrderStateChangedEvent | LineItemAmendedEvent | LineItemJeopardyEvent
+)
+_ENVELOPES: dict[type[ContractModel], type[_StatusEnvelope]] = {
+    LineItemStateChanged: LineItemStateChangedEvent,
+    OrderStateChanged: OrderStateChangedEvent,
+    LineItemAmended: LineItemAmendedEvent,
+    LineItemJeopardy: LineItemJeopardyEvent,
+}
+
+
 class KafkaRecord(NamedTuple):
     """What to hand the producer: key, value and headers."""
 
@@ -150,18 +229,17 @@ class KafkaRecord(NamedTuple):
     headers: list[tuple[str, bytes]]
 
 
-def status_event_id(*, data: LineItemStateChanged | OrderStateChanged) -> str:
-    """The deterministic CloudEvent id: UUIDv5 of (workflowId, sequence), or (orderId, sequence)."""
-    if isinstance(data, LineItemStateChanged):
+def status_event_id(*, data: StatusData) -> str:
+    """The deterministic CloudEvent id: UUIDv5 of (workflowId, sequence), or (orderId, sequence).
+    A line item's amendments and jeopardy share its sequence, so their ids are unique with it."""
+    if not isinstance(data, OrderStateChanged):
         name = f"line_item:{data.workflow_id}:{data.sequence}"
     else:
         name = f"order:{data.order_id}:{data.sequence}"
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
 
 
-def build_status_event(
-    *, data: LineItemStateChanged | OrderStateChanged, source: str
-) -> LineItemStateChangedEvent | OrderStateChangedEvent:
+def build_status_event(*, data: StatusData, source: str) -> StatusEvent:
     """Wrap `data` in its CloudEvent (time = occurredAt, subject = orderId, id deterministic)."""
     attributes = {
         "id": status_event_id(data=data),
@@ -169,12 +247,11 @@ def build_status_event(
         "subject": data.order_id,
         "time": data.occurred_at,
     }
-    if isinstance(data, LineItemStateChanged):
-        return LineItemStateChangedEvent.model_validate({**attributes, "data": data})
-    return OrderStateChangedEvent.model_validate({**attributes, "data": data})
+    event: StatusEvent = _ENVELOPES[type(data)].model_validate({**attributes, "data": data})  # type: ignore[assignment]
+    return event
 
 
-def encode_status_event(*, data: LineItemStateChanged | OrderStateChanged, source: str) -> KafkaRecord:
+def encode_status_event(*, data: StatusData, source: str) -> KafkaRecord:
     """The Kafka record for a status event: key = orderId, value = structured CloudEvent JSON.
 
     Deterministic: the same `data` and `source` always give byte-identical key, value and headers.

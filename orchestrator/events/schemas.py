@@ -25,7 +25,12 @@ from orchestrator.events._crm import (
     OrderSubmitted,
     OrderSubmittedEvent,
 )
-from orchestrator.events._status import LineItemStateChangedEvent, OrderStateChangedEvent
+from orchestrator.events._status import (
+    LineItemAmendedEvent,
+    LineItemJeopardyEvent,
+    LineItemStateChangedEvent,
+    OrderStateChangedEvent,
+)
 from orchestrator.events._webhook import ProviderWebhookEvent
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -54,6 +59,16 @@ SCHEMA_FILES: Mapping[str, tuple[type[BaseModel], Mode, str]] = {
         LineItemStateChangedEvent,
         "serialization",
         "provisioning.line_item.state_changed",
+    ),
+    "provisioning.line_item.amended.json": (
+        LineItemAmendedEvent,
+        "serialization",
+        "provisioning.line_item.amended",
+    ),
+    "provisioning.line_item.jeopardy.json": (
+        LineItemJeopardyEvent,
+        "serialization",
+        "provisioning.line_item.jeopardy",
     ),
     "provisioning.order.state_changed.json": (
         OrderStateChangedEvent,

@@ -62,6 +62,8 @@ class SubscriptionMachineV1(ResumeGuards, VersionedMachine):
         | porting_pending.to(porting_pending)
         | temp_number_active.to(temp_number_active)
     )
+    # A rejected port on a temporary number, resolved by keeping that number for good.
+    keep_temporary_number = failed.to(activated)
     resume = (
         failed.to(received, cond="resume_to_received")
         | failed.to(number_leased, cond="resume_to_number_leased")

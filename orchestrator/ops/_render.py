@@ -151,6 +151,9 @@ def render_plan(plan: dict[str, Any]) -> str:
             else ""
         )
         lines.append(f"{head}: resume to {w['resume_to']}{gen}; then {step['kind']} {step['step']}{key}")
+        if step.get("what") and w["request_port"]:
+            lines.append(f"    {step['what']}")
+        lines.extend(f"  WARNING: {msg}" for msg in w["warnings"])
         for c in w["calls"]:
             new = f" -> {c['new_key']}" if c["new_key"] else ""
             lines.append(f"    {c['action'].upper():7} {c['step']} {c['idempotency_key']}{new}: {c['why']}")

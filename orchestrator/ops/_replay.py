@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from orchestrator.engine import (
+    PORTING_STATES,
     Action,
     Call,
     Journal,
@@ -37,6 +38,9 @@ from orchestrator.engine import (
     decide_call,
     order_key,
     plan_item,
+    port_rejected,
+    porting_details,
+    porting_digest,
     step_key,
 )
 from orchestrator.events import LineItemState
@@ -79,6 +83,9 @@ class WorkflowPlan:
     generation_after: int = 0
     next_step: dict[str, Any] = field(default_factory=dict)
     calls: list[CallPlan] = field(default_factory=list)
+    # A rejected port is requested again (with the details the CRM last sent), not polled again.
+    request_port: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -109,6 +116,7 @@ class ReplayPlan:
                     w.version,
                     w.replayable,
                     w.resume_to,
+                    w.request_port,
                     w.generation_after,
                     sorted((c.idempotency_key, c.action) for c in w.calls),
                 )
@@ -350,6 +358,17 @@ async def _plan_workflow(
     after = replace(
         copy.deepcopy(row), state=target or row.current, generation=row.generation + (1 if bumped else 0)
     )
+    if port_rejected(row) and target in PORTING_STATES:
+        # Polling the port again would only read its rejection: request it again, under a key
+        # of its own.
+        plan.request_port = True
+        after.context.port_request_due = True
+        after.generation = row.generation + 1
+        if row.context.rejected_porting == porting_digest(porting_details(row)):
+            plan.warnings.append(
+                "these are the very porting details the donor rejected: unless the rejection was "
+                "not about them, have the CRM send corrected ones (crm.order.line_item.updated)"
+            )
     plan.generation_after = after.generation
     plan.calls = _with_new_keys(calls, bumped=bumped, new_key=functools.partial(step_key, after))
     blocked = [c for c in plan.calls + order_plan.calls if c.action == "blocked"]
@@ -358,6 +377,8 @@ async def _plan_workflow(
         return plan
     order_after = replace(order, generation=order_plan.generation_after)
     plan.next_step = describe_next(plan_item(after, order_after, now=now))
+    if plan.request_port:
+        plan.next_step["what"] = "requests the port again with the porting details the CRM last sent"
     plan.replayable = True
     return plan
 
@@ -529,6 +550,9 @@ async def _resume(
 ) -> None:
     """Fire `resume` from `failed` to the planned state, with the replay's history details."""
     row.resume_state = w.resume_to
+    if w.request_port:
+        row.context.port_request_due = True
+        row.generation = w.generation + 1
     previous_error = row.error
     details = {
         "audit_id": audit_id,

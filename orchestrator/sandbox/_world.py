@@ -780,7 +780,7 @@ class World:
         port = self.ports.get(sub["subscriptionId"])
         if port is None:
             raise ApiError(404, "not_found", f"subscription {ident} has no port-in")
-        if port["status"] not in ("PENDING", "IN_PROGRESS"):
+        if port["status"] not in ("PENDING", "IN_PROGRESS", "FAILED"):
             raise invalid_state(
                 f"port-in is {port['status']}; details can change only while PENDING/IN_PROGRESS"
             )
@@ -791,7 +791,18 @@ class World:
         port["details"] = {**port["details"], **details}
         port["updatedAt"] = iso(at)
         self._touch(sub, at)
-        self.ledger.effect("port.details_updated", sub["subscriptionId"], fields=sorted(details))
+        sub_id = sub["subscriptionId"]
+        if port["status"] == "FAILED":
+            # Inferred (connect-api.md: "a new attempt is needed"): corrected details on a
+            # rejected port request it again, on the same subscription.
+            port["scheduledAt"] = None
+            self._set_port_status(sub, port, "PENDING", at)
+            sub["pendingMsisdn"] = {"msisdn": port["msisdn"], "scheduledAt": None}
+            self.ledger.effect("port.requested_again", sub_id, at=at, msisdn=port["msisdn"])
+            self.emit("subscription.portIn.created", {**sub, "portIn": self._port_view(port)}, at)
+            self.timeline.after(self.config.port_step_s, lambda t: self._port_step(sub_id, t), base=at)
+            return {"subscription": sub}
+        self.ledger.effect("port.details_updated", sub_id, fields=sorted(details))
         self.emit("subscription.portIn.updated", sub, at)
         return {"subscription": sub}
 

@@ -31,7 +31,13 @@ class WorkflowContext:
     compensation_error: dict[str, Any] | None = None
     # Amendments the machine refused (e.g. after submit), so `workflows show` tells the CRM tried.
     refused_amendments: list[dict[str, Any]] = field(default_factory=list)
+    # Porting details the CRM corrected, to send to the provider while the port is in progress
+    # (`porting_update_due`), or to request the port again with after the donor rejected it
+    # (`port_request_due`). The step that sends them reports the amendment's outcome.
     porting_update_due: bool = False
+    port_request_due: bool = False
+    # A digest of the porting details the donor rejected: a replay with the same ones is warned about.
+    rejected_porting: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> WorkflowContext:

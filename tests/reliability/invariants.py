@@ -12,12 +12,14 @@ The invariants (names as they appear in reports):
   `failed`; none is stranded mid-way.
 - `effects_once`: each provider effect happened at most once per line item (and per idempotency key).
 - `status_gap_free`: after deduplicating on the CloudEvent id, each line item's (and order's) status
-  events have sequences 1..n in topic order; an id always carries the same bytes; the last event
+  events (a line item's state changes, amendments and jeopardy together) have sequences 1..n in
+  topic order; an id always carries the same bytes; the last event
   agrees with the database; nothing is left unpublished in the outbox.
 - `consumed_accounted`: every record of the consumed topics is consumed (committed) and has either
   its inbox row (its effect) or a DLQ record; no DLQ'd event left an inbox row behind.
 - `transitions_valid`: each workflow's history is gap-free, chained (from = previous to), made only
-  of edges of its state machine, never leaves a terminal state, and was written in sequence order
+  of edges of its state machine (or notices, amended and jeopardy, that stay in their state), never
+  leaves a terminal state, and was written in sequence order
   (two workers advancing one item at once would interleave it).
 """
 
@@ -43,6 +45,10 @@ INVARIANTS = ("settled", "effects_once", "status_gap_free", "consumed_accounted"
 SETTLED_STATES = TERMINAL_STATES | {"failed"}
 LINE_ITEM_EVENT = "provisioning.line_item.state_changed"
 ORDER_EVENT = "provisioning.order.state_changed"
+# In the line item's sequence beside its state changes; a notice does not move the item.
+AMENDED_EVENT = "provisioning.line_item.amended"
+JEOPARDY_EVENT = "provisioning.line_item.jeopardy"
+NOTICE_HISTORY_EVENTS = frozenset({"amended", "jeopardy"})
 
 
 @dataclass(frozen=True)
@@ -323,7 +329,8 @@ def _decode(record: Record) -> dict[str, Any]:
 
 def _check_status(obs: Observations, report: Report) -> None:
     first_seen: dict[str, bytes | None] = {}
-    streams: dict[str, list[tuple[int, str]]] = defaultdict(list)  # subject -> [(sequence, state)]
+    # subject -> [(sequence, state)]; an amendment tells no state (None)
+    streams: dict[str, list[tuple[int, str | None]]] = defaultdict(list)
     for record in obs.status:  # in topic order per partition: one key, one partition
         event = _decode(record)
         event_id = str(event.get("id"))
@@ -333,8 +340,10 @@ def _check_status(obs: Observations, report: Report) -> None:
             continue
         first_seen[event_id] = record.value
         data = event.get("data") or {}
-        if event.get("type") == LINE_ITEM_EVENT:
+        if event.get("type") in (LINE_ITEM_EVENT, JEOPARDY_EVENT):
             streams[f"item:{data.get('workflowId')}"].append((int(data["sequence"]), str(data["state"])))
+        elif event.get("type") == AMENDED_EVENT:
+            streams[f"item:{data.get('workflowId')}"].append((int(data["sequence"]), None))
         elif event.get("type") == ORDER_EVENT:
             streams[f"order:{data.get('orderId')}"].append((int(data["sequence"]), str(data["state"])))
         else:
@@ -353,8 +362,8 @@ def _check_status(obs: Observations, report: Report) -> None:
             report.add(
                 "status_gap_free", subject, f"{len(sequences)} events published, database has {sequence}"
             )
-        elif events and events[-1][1] != state:
-            report.add("status_gap_free", subject, f"last event says {events[-1][1]!r}, database {state!r}")
+        elif (told := [s for _, s in events if s is not None]) and told[-1] != state:
+            report.add("status_gap_free", subject, f"last event says {told[-1]!r}, database {state!r}")
     for subject in streams.keys() - expected.keys():
         report.add("status_gap_free", subject, "status events for something the database does not know")
     if obs.unpublished_outbox:
@@ -449,6 +458,14 @@ def _check_history(
             if t["event"] != "received" or t["from_state"] != "":
                 report.add(
                     "transitions_valid", subject, f"history starts with {t['event']} from {t['from_state']!r}"
+                )
+        elif t["event"] in NOTICE_HISTORY_EVENTS:
+            if t["from_state"] != previous or t["to_state"] != previous:
+                report.add(
+                    "transitions_valid",
+                    subject,
+                    f"#{t['sequence']} {t['event']} moves {t['from_state']!r} -> {t['to_state']!r} "
+                    f"(was in {previous!r}); a notice stays in its state",
                 )
         else:
             if t["from_state"] != previous:

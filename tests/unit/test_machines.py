@@ -60,6 +60,8 @@ def subscription_spec() -> set[tuple[str, str, str, str | None]]:
         ("failed", "cancel", "cancelling", None),
         ("porting_pending", "amend", "porting_pending", None),
         ("temp_number_active", "amend", "temp_number_active", None),
+        # a rejected port on a temporary number, resolved by keeping that number
+        ("failed", "keep_temporary_number", "activated", None),
     }
     for source in ["submitted", "porting_pending", "temp_number_active", "activation_scheduled"]:
         spec.add((source, "activate", "activated", None))
