@@ -50,7 +50,6 @@ class ScenarioPatch(_Camel):
     lease_available: bool | None = None
     pool_size: int | None = Field(None, ge=0)
     default_port: PortPlan | None = None
-    ports: dict[str, PortPlan] | None = Field(None, description="merged into the plans per number")
     rate_limit: RateLimit | None = None
     clear_rate_limit: bool = False
     webhook_url: str | None = None
@@ -61,9 +60,7 @@ class ScenarioPatch(_Camel):
 
     def apply(self, scenario: Scenario) -> Scenario:
         data = scenario.model_dump()
-        data.update(self.model_dump(exclude_unset=True, exclude={"clear_rate_limit", "ports"}))
-        if self.ports:
-            data["ports"] = {**data["ports"], **{k: v.model_dump() for k, v in self.ports.items()}}
+        data.update(self.model_dump(exclude_unset=True, exclude={"clear_rate_limit"}))
         if self.clear_rate_limit:
             data["rate_limit"] = None
         return Scenario.model_validate(data)

@@ -327,6 +327,19 @@ def _decode(record: Record) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _stream_entry(event: Mapping[str, Any]) -> tuple[str, tuple[int, str | None]] | None:
+    """(subject, (sequence, state)) of one status event; None for an unknown type."""
+    data = event.get("data") or {}
+    kind = event.get("type")
+    if kind in (LINE_ITEM_EVENT, JEOPARDY_EVENT):
+        return f"item:{data.get('workflowId')}", (int(data["sequence"]), str(data["state"]))
+    if kind == AMENDED_EVENT:
+        return f"item:{data.get('workflowId')}", (int(data["sequence"]), None)
+    if kind == ORDER_EVENT:
+        return f"order:{data.get('orderId')}", (int(data["sequence"]), str(data["state"]))
+    return None
+
+
 def _check_status(obs: Observations, report: Report) -> None:
     first_seen: dict[str, bytes | None] = {}
     # subject -> [(sequence, state)]; an amendment tells no state (None)
@@ -339,15 +352,11 @@ def _check_status(obs: Observations, report: Report) -> None:
                 report.add("status_gap_free", event_id, "one CloudEvent id carries different contents")
             continue
         first_seen[event_id] = record.value
-        data = event.get("data") or {}
-        if event.get("type") in (LINE_ITEM_EVENT, JEOPARDY_EVENT):
-            streams[f"item:{data.get('workflowId')}"].append((int(data["sequence"]), str(data["state"])))
-        elif event.get("type") == AMENDED_EVENT:
-            streams[f"item:{data.get('workflowId')}"].append((int(data["sequence"]), None))
-        elif event.get("type") == ORDER_EVENT:
-            streams[f"order:{data.get('orderId')}"].append((int(data["sequence"]), str(data["state"])))
-        else:
+        told = _stream_entry(event)
+        if told is None:
             report.add("status_gap_free", event_id, f"unknown status event type {event.get('type')!r}")
+        else:
+            streams[told[0]].append(told[1])
     expected: dict[str, tuple[int, str]] = {
         f"item:{w['workflow_id']}": (w["sequence"], w["state"]) for w in obs.workflows
     }
