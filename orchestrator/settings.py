@@ -131,6 +131,18 @@ class EngineSettings(_Group):
     )
 
 
+class JeopardySettings(_Group):
+    port_stuck_after_s: PositiveSeconds = Field(
+        172800.0,
+        description="a port in progress this long (from its request) raises `port_stuck` jeopardy",
+    )
+    activation_late_after_s: PositiveSeconds = Field(
+        3600.0,
+        description="an activation not done this long after its date begins (00:00 UTC) raises "
+        "`activation_late` jeopardy",
+    )
+
+
 class HttpServerSettings(_Group):
     host: str = Field("127.0.0.1", description="interface to bind")
     port: Port = Field(8082, description="port to bind")
@@ -153,6 +165,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = WebhookSettings()
     admin: HttpServerSettings = HttpServerSettings(port=8083)
     engine: EngineSettings = EngineSettings()
+    jeopardy: JeopardySettings = JeopardySettings()
     log_level: str = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
     )

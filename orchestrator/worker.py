@@ -32,6 +32,7 @@ from orchestrator.engine import (
     Clock,
     CrmIntake,
     EventRejected,
+    JeopardyRules,
     ProviderEventIntake,
     Scheduler,
     StepRunner,
@@ -153,6 +154,10 @@ class Worker(AsyncLifecycle):
             clock=self._clock,
             status_topic=kafka.status_topic,
             step_timeout_s=settings.connect.total_timeout_s,
+            jeopardy=JeopardyRules(
+                port_stuck_after_s=settings.jeopardy.port_stuck_after_s,
+                activation_late_after_s=settings.jeopardy.activation_late_after_s,
+            ),
         )
         self.relay = await stack.enter_async_context(
             OutboxRelay(database_url=database_url, bootstrap_servers=kafka.bootstrap_servers)

@@ -30,6 +30,9 @@ class Selection(_Body):
     older_than: str | None = Field(None, description="created at least this long ago: 90s, 15m, 2h, 3d")
     newer_than: str | None = None
     stuck_longer_than: str | None = Field(None, description="not done and unchanged for this long")
+    in_jeopardy: bool | None = Field(
+        None, description="true: only line items in jeopardy; false: none of them"
+    )
     limit: int = Field(100, description="at most this many workflows (1..1000)")
 
     def to_filter(self) -> WorkflowFilter:
@@ -43,6 +46,7 @@ class Selection(_Body):
             older_than=self.older_than,
             newer_than=self.newer_than,
             stuck_longer_than=self.stuck_longer_than,
+            in_jeopardy=self.in_jeopardy,
             limit=self.limit,
         )
 
@@ -89,6 +93,7 @@ async def list_workflows(  # noqa: PLR0917 - FastAPI maps each query parameter t
     older_than: Annotated[str | None, Query(description="e.g. 2h")] = None,
     newer_than: str | None = None,
     stuck_longer_than: Annotated[str | None, Query(description="e.g. 30m")] = None,
+    in_jeopardy: Annotated[str | None, Query(description="true: in jeopardy only; false: not")] = None,
     limit: Annotated[int, Query(description="1..1000")] = 100,
 ) -> dict[str, Any]:
     flt = build_filter(
@@ -100,6 +105,7 @@ async def list_workflows(  # noqa: PLR0917 - FastAPI maps each query parameter t
         older_than=older_than,
         newer_than=newer_than,
         stuck_longer_than=stuck_longer_than,
+        in_jeopardy=in_jeopardy,
         limit=limit,
     )
     return await _ops(request).list(flt)

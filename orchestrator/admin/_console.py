@@ -39,6 +39,7 @@ FILTER_FIELDS = (
     "older_than",
     "newer_than",
     "stuck_longer_than",
+    "in_jeopardy",
     "limit",
 )
 
@@ -137,6 +138,8 @@ def _filter_form(params: dict[str, str]) -> str:
         f'value="{h.attr(params.get("error_code"))}"></label>'
         f"<label>Stuck longer than <input name=stuck_longer_than size=5 placeholder=30m "
         f'value="{h.attr(params.get("stuck_longer_than"))}"></label>'
+        "<label>In jeopardy <input type=checkbox name=in_jeopardy value=true"
+        f"{' checked' if params.get('in_jeopardy') == 'true' else ''}></label>"
         "<button type=submit id=search-button>Search</button></form>"
     )
 
@@ -394,6 +397,7 @@ def _selection(form: dict[str, str]) -> WorkflowFilter:
         older_than=form.get("older_than") or None,
         newer_than=form.get("newer_than") or None,
         stuck_longer_than=form.get("stuck_longer_than") or None,
+        in_jeopardy=form.get("in_jeopardy") or None,
         limit=int(limit) if limit.isdigit() else 0,
     )
 

@@ -1,9 +1,10 @@
 """`/metrics` in the Prometheus text format.
 
-Two sources: gauges computed from the database at scrape time (workflows per state, transitions
-per state, provider calls by outcome and their latency histogram, outbox lag, timer lag), and the
-live counters of the worker running in this process, if any (events consumed and rejected, steps
-run and failed, events published, consumer lag). A fresh registry per scrape: nothing global.
+Two sources: gauges computed from the database at scrape time (workflows per state, workflows in
+jeopardy per reason, transitions per state, provider calls by outcome and their latency histogram,
+outbox lag, timer lag), and the live counters of the worker running in this process, if any
+(events consumed and rejected, steps run and failed, events published, consumer lag). A fresh
+registry per scrape: nothing global.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass
 class Snapshot:
     workflows: dict[str, int] = field(default_factory=dict)
+    jeopardy: dict[str, int] = field(default_factory=dict)  # reason -> workflows in jeopardy
     transitions: dict[str, int] = field(default_factory=dict)
     calls: list[tuple[str, str, int]] = field(default_factory=list)  # step, status, count
     latency_buckets: list[int] = field(default_factory=list)
@@ -41,6 +43,7 @@ class Snapshot:
 async def read_snapshot(conn: asyncpg.Connection) -> Snapshot:
     snap = Snapshot()
     snap.workflows = await read_models.workflow_counts_by_state(conn)
+    snap.jeopardy = await read_models.jeopardy_counts(conn)
     snap.transitions = await read_models.transition_counts_by_state(conn)
     snap.calls = await read_models.call_counts(conn)
     latency = await read_models.call_latency(conn, LATENCY_BUCKETS_MS)
@@ -71,6 +74,13 @@ class _SnapshotCollector(Collector):
         per_state = GaugeMetricFamily("orchestrator_workflows", "Workflows per state", labels=["state"])
         for state, n in sorted(s.workflows.items()):
             per_state.add_metric([state], n)
+        jeopardy = GaugeMetricFamily(
+            "orchestrator_workflows_in_jeopardy",
+            "Line items in jeopardy (raised, not yet cleared), by reason",
+            labels=["reason"],
+        )
+        for reason in sorted({"port_stuck", "activation_late", *s.jeopardy}):
+            jeopardy.add_metric([reason], s.jeopardy.get(reason, 0))
         moves = CounterMetricFamily(
             "orchestrator_transitions", "State changes recorded, by target state", labels=["to_state"]
         )
@@ -90,7 +100,7 @@ class _SnapshotCollector(Collector):
             + [("+Inf", s.latency_count)],
             s.latency_sum_ms / 1000,
         )
-        yield from (per_state, moves, calls, latency)
+        yield from (per_state, jeopardy, moves, calls, latency)
         yield GaugeMetricFamily(
             "orchestrator_outbox_unpublished", "Status events not yet on Kafka", s.outbox_unpublished
         )

@@ -10,6 +10,14 @@ from orchestrator.engine._calls import KEY_WINDOW, KEY_WINDOW_MARGIN, CallOutcom
 from orchestrator.engine._clock import Clock, SystemClock
 from orchestrator.engine._errors import EventRejected
 from orchestrator.engine._intake import CrmIntake, split_secrets
+from orchestrator.engine._jeopardy import (
+    ACTIVATION_LATE,
+    PORT_STUCK,
+    Jeopardy,
+    JeopardyChange,
+    JeopardyRules,
+    decide_jeopardy,
+)
 from orchestrator.engine._plan import (
     PORTING_STATES,
     Call,
@@ -43,9 +51,11 @@ from orchestrator.engine._steps import RetryRules, StepRunner
 from orchestrator.engine._transition import Chain, Journal, Move
 
 __all__ = [
+    "ACTIVATION_LATE",
     "KEY_WINDOW",
     "KEY_WINDOW_MARGIN",
     "PORTING_STATES",
+    "PORT_STUCK",
     "Action",
     "Call",
     "CallFacts",
@@ -57,6 +67,9 @@ __all__ = [
     "Decision",
     "EventRejected",
     "Evidence",
+    "Jeopardy",
+    "JeopardyChange",
+    "JeopardyRules",
     "Journal",
     "Move",
     "Plan",
@@ -74,6 +87,7 @@ __all__ = [
     "check_effect",
     "decide_call",
     "decide_from_snapshot",
+    "decide_jeopardy",
     "order_key",
     "plan_item",
     "port_rejected",

@@ -34,6 +34,7 @@ from orchestrator.engine._calls import (
     send,
 )
 from orchestrator.engine._clock import Clock
+from orchestrator.engine._jeopardy import JeopardyChange, JeopardyRules, decide_jeopardy, jeopardy_delay
 from orchestrator.engine._plan import (
     Call,
     OrderItem,
@@ -49,7 +50,7 @@ from orchestrator.engine._plan import (
 from orchestrator.engine._reconcile import Action, ConnectReader, call_facts, check_effect, request_facts
 from orchestrator.engine._reconcile import decide as decide_call
 from orchestrator.engine._transition import Chain, Journal, Move
-from orchestrator.events import LineItemState
+from orchestrator.events import JeopardyStatus, LineItemState
 from orchestrator.logs import get_logger
 from orchestrator.machines import Transitioned, is_settled
 from orchestrator.store import provider_calls
@@ -110,6 +111,7 @@ class StepRunner:
         retry: RetryRules | None = None,
         step_timeout_s: float | None = None,
         chain_steps: int = 16,
+        jeopardy: JeopardyRules | None = None,
     ) -> None:
         self._pool = pool
         self._client = client
@@ -118,6 +120,7 @@ class StepRunner:
         self._retry = retry or RetryRules()
         self._step_timeout_s = step_timeout_s
         self._chain_steps = chain_steps
+        self._jeopardy = jeopardy or JeopardyRules()
         # Orders whose step runs in this process; True: it was asked for again meanwhile.
         self._order_steps: dict[str, bool] = {}
 
@@ -406,6 +409,12 @@ class StepRunner:
         if isinstance(plan, Wait):
             if cause == "poll":
                 row.context.polls += 1
+                # The poll left the item where it was: is its wait overdue (or over)?
+                change = decide_jeopardy(row, now=now, rules=self._jeopardy)
+                if change is not None:
+                    await self._jeopardy_notice(conn, row, change, plan, now=now)
+                    return False
+                plan = Wait(jeopardy_delay(row, plan.delay_s))
             due = None if plan.delay_s is None else now + timedelta(seconds=plan.delay_s)
             await store.save(conn, row, next_step_at=due)
             return False
@@ -440,6 +449,30 @@ class StepRunner:
                 conn, row, change=plan.amended.change, reason=plan.amended.refused, cause=cause, now=now
             )
         return here
+
+    async def _jeopardy_notice(
+        self, conn: asyncpg.Connection, row: WorkflowRow, change: JeopardyChange, wait: Wait, *, now: datetime
+    ) -> None:
+        """Raise or clear jeopardy (kept in the context, so each is said once) with the next poll."""
+        jeopardy = change.jeopardy
+        row.context.jeopardy = jeopardy.to_context() if change.status == "raised" else None
+        log.warning(
+            "line item in jeopardy" if change.status == "raised" else "jeopardy cleared",
+            workflow_id=str(row.workflow_id), state=row.current, reason=jeopardy.reason,
+            since=jeopardy.since.isoformat(), expected_by=jeopardy.expected_by.isoformat(),
+        )  # fmt: skip
+        delay = jeopardy_delay(row, wait.delay_s)
+        await self._journal.jeopardy(
+            conn,
+            row,
+            reason=jeopardy.reason,
+            since=jeopardy.since,
+            expected_by=jeopardy.expected_by,
+            status=JeopardyStatus(change.status),
+            cause="poll",
+            now=now,
+            next_step_at=None if delay is None else now + timedelta(seconds=delay),
+        )
 
     # --- orders ---
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from orchestrator.engine._jeopardy import PORT_STATES
 from orchestrator.events import (
     AmendmentOutcome,
     JeopardyStatus,
@@ -241,6 +242,7 @@ class Journal:
         next_step_at = None if settled or here else step_due
         change = None
         if outcome.changed:
+            await self._left(conn, row, outcome.source, cause=cause, now=now)
             change = self.change(
                 row, event=outcome.event, previous=outcome.source, cause=cause, now=now, details=details or {}
             )
@@ -251,6 +253,35 @@ class Journal:
         if wake_order or row.current in ORDER_STEP_STATES:
             await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=row.order_id, due_at=step_due)
         return here
+
+    async def _left(
+        self, conn: asyncpg.Connection, row: WorkflowRow, source: str, *, cause: str, now: datetime
+    ) -> None:
+        """`row` is leaving `source`: jeopardy raised there is cleared by this milestone, its notice
+        written first and in `source` (the sequence before the state change's). Entering a port
+        from elsewhere starts its clock (`port_since`)."""
+        if row.current not in PORT_STATES:
+            row.context.port_since = None
+        elif source not in PORT_STATES:
+            row.context.port_since = now.isoformat()
+        raised = row.context.jeopardy
+        if raised is None:
+            return
+        row.context.jeopardy = None
+        moved, row.state = row.state, source
+        try:
+            await self.jeopardy(
+                conn,
+                row,
+                reason=str(raised["reason"]),
+                since=datetime.fromisoformat(raised["since"]),
+                expected_by=datetime.fromisoformat(raised["expected_by"]),
+                status=JeopardyStatus.CLEARED,
+                cause=cause,
+                now=now,
+            )
+        finally:
+            row.state = moved
 
     async def transition(
         self,

@@ -71,6 +71,7 @@ class WorkflowFilter:
     older_than: timedelta | None = None
     newer_than: timedelta | None = None
     stuck_longer_than: timedelta | None = None
+    in_jeopardy: bool | None = None
     limit: int = 100
 
     def is_empty(self) -> bool:
@@ -85,6 +86,7 @@ class WorkflowFilter:
                 self.older_than,
                 self.newer_than,
                 self.stuck_longer_than,
+                self.in_jeopardy is not None,
             )
         )
 
@@ -104,6 +106,7 @@ class WorkflowFilter:
             "older_than": span(self.older_than),
             "newer_than": span(self.newer_than),
             "stuck_longer_than": span(self.stuck_longer_than),
+            "in_jeopardy": self.in_jeopardy,
             "limit": self.limit,
         }
 
@@ -126,6 +129,7 @@ class WorkflowFilter:
             updated_before=before(self.stuck_longer_than),
             # Stuck: not done, and unchanged that long (failed counts: it waits for an operator).
             excluded_states=sorted(TERMINAL_STATES) if stuck else (),
+            in_jeopardy=self.in_jeopardy,
             limit=self.limit,
         )
 
@@ -141,6 +145,7 @@ def build_filter(
     older_than: str | None = None,
     newer_than: str | None = None,
     stuck_longer_than: str | None = None,
+    in_jeopardy: bool | str | None = None,
     limit: int = 100,
 ) -> WorkflowFilter:
     """Validate raw operator input (strings) into a filter. States may be comma separated."""
@@ -175,8 +180,25 @@ def build_filter(
         stuck_longer_than=(
             parse_duration(stuck_longer_than, field_name="stuck_longer_than") if stuck_longer_than else None
         ),
+        in_jeopardy=parse_flag(in_jeopardy, field_name="in_jeopardy"),
         limit=limit,
     )
+
+
+_TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
+
+
+def parse_flag(value: bool | str | None, *, field_name: str) -> bool | None:
+    """A yes/no filter: a bool, or its text (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`);
+    blank or None means "any". Anything else is `InvalidInput`."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if not text:
+        return None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise InvalidInput(f"{field_name}: {value!r} is not true or false", field=field_name)
 
 
 def _blank_to_none(value: str | None) -> str | None:

@@ -42,6 +42,10 @@ NewerOpt = Annotated[str | None, typer.Option("--newer-than", help="Created at m
 StuckOpt = Annotated[
     str | None, typer.Option("--stuck-longer-than", help="Not done, and unchanged for this long.")
 ]
+JeopardyOpt = Annotated[
+    bool | None,
+    typer.Option("--in-jeopardy/--not-in-jeopardy", help="Only line items in jeopardy (or only those not)."),
+]
 LimitOpt = Annotated[int, typer.Option("--limit", help="At most this many workflows (1..1000).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (required; kept in the audit trail).")]
@@ -99,6 +103,7 @@ def list_cmd(  # noqa: PLR0917 - typer maps each option to a parameter
     older_than: OlderOpt = None,
     newer_than: NewerOpt = None,
     stuck_longer_than: StuckOpt = None,
+    in_jeopardy: JeopardyOpt = None,
     limit: LimitOpt = 100,
     as_json: JsonOpt = False,
 ) -> None:
@@ -114,6 +119,7 @@ def list_cmd(  # noqa: PLR0917 - typer maps each option to a parameter
         older_than=older_than,
         newer_than=newer_than,
         stuck_longer_than=stuck_longer_than,
+        in_jeopardy=in_jeopardy,
         limit=limit,
     )
     result = _run(lambda ops: ops.list(flt))
@@ -150,6 +156,7 @@ def replay_cmd(  # noqa: PLR0917 - typer maps each option to a parameter
     older_than: OlderOpt = None,
     newer_than: NewerOpt = None,
     stuck_longer_than: StuckOpt = None,
+    in_jeopardy: JeopardyOpt = None,
     limit: LimitOpt = 100,
     as_json: JsonOpt = False,
 ) -> None:
@@ -168,6 +175,7 @@ def replay_cmd(  # noqa: PLR0917 - typer maps each option to a parameter
         older_than=older_than,
         newer_than=newer_than,
         stuck_longer_than=stuck_longer_than,
+        in_jeopardy=in_jeopardy,
         limit=limit,
     )
     try:

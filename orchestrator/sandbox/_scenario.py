@@ -39,6 +39,9 @@ class Scenario(_Camel):
     webhook_duplicate_probability: float = Field(0.0, ge=0, le=1)
     webhook_reorder_max_delay_s: float = Field(0.0, ge=0, description="real seconds of random extra delay")
     create_subscription_enabled: bool = True
+    activation_late: bool = Field(
+        False, description="scheduled activations miss their date; off again: they happen on the next tick"
+    )
 
     def port_plan(self, msisdn: str) -> PortPlan:
         return self.ports.get(msisdn, self.default_port)
@@ -57,6 +60,7 @@ class ScenarioPatch(_Camel):
     webhook_duplicate_probability: float | None = Field(None, ge=0, le=1)
     webhook_reorder_max_delay_s: float | None = Field(None, ge=0)
     create_subscription_enabled: bool | None = None
+    activation_late: bool | None = None
 
     def apply(self, scenario: Scenario) -> Scenario:
         data = scenario.model_dump()

@@ -102,6 +102,7 @@ class World:
         self.ports: dict[str, Doc] = {}  # subscriptionId -> porting record (with real details)
         self.addons: dict[str, list[Doc]] = {}
         self.licenses: dict[str, Doc] = {}
+        self.late_activations: set[str] = set()  # subscriptions whose date passed (`activationLate`)
 
     # --- helpers ---------------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -583,7 +584,7 @@ class World:
 
     def _activate_on(self, sub: Doc, day: Any, at: datetime) -> None:
         when = _day_start(_parse_date(day, "scheduleActivationAt")) if day else at
-        if when <= at:
+        if when <= at and not (day and self.scenario().activation_late):
             self._activate(sub["subscriptionId"], at)
             return
         sub["pendingStatus"] = {"status": "ACTIVATED", "scheduledAt": str(day)}
@@ -591,7 +592,19 @@ class World:
         self.ledger.effect("activation.scheduled", sub["subscriptionId"], at=at, date=str(day))
         self.emit("subscription.updated", sub, at)
         sub_id = sub["subscriptionId"]
-        self.timeline.at(when, lambda t: self._activate(sub_id, t))
+        self.timeline.at(max(when, at), lambda t: self._activate_when_due(sub_id, t))
+
+    def _activate_when_due(self, sub_id: str, at: datetime) -> None:
+        """A scheduled activation's date has begun. With the scenario's `activationLate`, the
+        provider misses it: it looks again a sandbox second after the clock's now (not after `at`,
+        so a long advance does not spin), until the switch is off."""
+        if self.scenario().activation_late:
+            if sub_id not in self.late_activations:
+                self.late_activations.add(sub_id)
+                self.ledger.effect("activation.late", sub_id, at=at)
+            self.timeline.after(1.0, lambda t: self._activate_when_due(sub_id, t))
+            return
+        self._activate(sub_id, at)
 
     def _activate(self, sub_id: str, at: datetime) -> None:
         sub = self.subscriptions[sub_id]

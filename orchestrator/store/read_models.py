@@ -50,6 +50,7 @@ class WorkflowQuery:
     created_after: datetime | None = None
     updated_before: datetime | None = None
     excluded_states: Sequence[str] = ()
+    in_jeopardy: bool | None = None  # jeopardy raised and not cleared (`context.jeopardy`)
     limit: int = 100
 
 
@@ -85,6 +86,8 @@ def where_sql(query: WorkflowQuery) -> tuple[str, list[Any]]:
         conditions.append(f"w.updated_at <= {param(query.updated_before)}")
     if query.excluded_states:
         conditions.append(f"w.state <> ALL({param(list(query.excluded_states))}::text[])")
+    if query.in_jeopardy is not None:
+        conditions.append(f"{'' if query.in_jeopardy else 'NOT '}(w.context ? 'jeopardy')")
     return ("WHERE " + " AND ".join(conditions)) if conditions else "", param.values
 
 
@@ -193,6 +196,15 @@ async def status_events_of_order(conn: asyncpg.Connection, order_id: str) -> lis
 async def ping(conn: asyncpg.Connection | asyncpg.Pool) -> None:
     """One round trip: the database answers queries (readiness)."""
     await conn.fetchval("SELECT 1")
+
+
+async def jeopardy_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """Workflows in jeopardy (raised, not cleared), per reason."""
+    rows = await conn.fetch(
+        "SELECT context -> 'jeopardy' ->> 'reason' AS reason, count(*) AS n FROM workflows "
+        "WHERE context ? 'jeopardy' GROUP BY 1 ORDER BY 1"
+    )
+    return {str(r["reason"]): int(r["n"]) for r in rows}
 
 
 async def transition_counts_by_state(conn: asyncpg.Connection) -> dict[str, int]:

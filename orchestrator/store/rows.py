@@ -38,6 +38,10 @@ class WorkflowContext:
     port_request_due: bool = False
     # A digest of the porting details the donor rejected: a replay with the same ones is warned about.
     rejected_porting: str | None = None
+    # When the port now in progress was requested (ISO 8601): a port stuck since then raises jeopardy.
+    port_since: str | None = None
+    # Jeopardy raised and not yet cleared (`reason`, `since`, `expected_by`): raised once, cleared once.
+    jeopardy: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> WorkflowContext:
