@@ -129,6 +129,13 @@ class EngineSettings(_Group):
         description="steps one worker runs at once; a slot waits out each provider call, so raise it "
         "(and the Connect concurrency) when calls are slow (docs/benchmarks.md)",
     )
+    lease_safety_margin_s: float = Field(
+        300.0,
+        ge=0,
+        description="a pool number's lease that lapses within this many seconds counts as lapsed before "
+        "submit (the item fails clearly and leaves the cart; its siblings go on); never applied while "
+        "the order's submit is on its way",
+    )
 
 
 class JeopardySettings(_Group):

@@ -158,6 +158,7 @@ class Worker(AsyncLifecycle):
                 port_stuck_after_s=settings.jeopardy.port_stuck_after_s,
                 activation_late_after_s=settings.jeopardy.activation_late_after_s,
             ),
+            lease_margin_s=settings.engine.lease_safety_margin_s,
         )
         self.relay = await stack.enter_async_context(
             OutboxRelay(database_url=database_url, bootstrap_servers=kafka.bootstrap_servers)

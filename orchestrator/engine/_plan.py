@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from orchestrator.connect import PreparedRequest, ProviderError, Requests, bounded_key
@@ -75,9 +76,16 @@ def provider_line_item(row: WorkflowRow) -> dict[str, Any]:
     return body
 
 
-def lease_expired(row: WorkflowRow, now: datetime) -> bool:
-    expires = row.spec.get("leaseExpiresAt")
-    return bool(row.spec.get("leaseToken")) and expires is not None and datetime.fromisoformat(expires) <= now
+def lease_expires_at(row: WorkflowRow) -> datetime | None:
+    """When the CRM says the number's lease lapses (None: no lease, or no time given)."""
+    expires = row.spec.get("leaseExpiresAt") if row.spec.get("leaseToken") else None
+    return None if expires is None else datetime.fromisoformat(expires)
+
+
+def lease_expired(row: WorkflowRow, now: datetime, *, margin_s: float = 0.0) -> bool:
+    """The lease lapses within `margin_s` of `now` (or has): too late to count on it."""
+    expires = lease_expires_at(row)
+    return expires is not None and expires - timedelta(seconds=margin_s) <= now
 
 
 def _fail(
@@ -92,23 +100,36 @@ def _fail(
     return Move("fail", context or {}, error, amended=amended)
 
 
-def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # noqa: PLR0911 - one rule per state
-    """The next step of a line item workflow in its current state."""
+def plan_item(  # noqa: PLR0911 - one rule per state
+    row: WorkflowRow,
+    order: OrderRow,
+    *,
+    now: datetime,
+    lease_margin_s: float = 0.0,
+    submitting: bool = False,
+) -> Plan:
+    """The next step of a line item workflow in its current state.
+
+    `lease_margin_s`: a lease that lapses within this margin is treated as lapsed (the provider's
+    clock and the submit's own time must not decide). `submitting`: the order's submit is on its
+    way, so no lease check applies (the submit's answer decides)."""
     state = row.current
     if state in (S.RECEIVED, S.NUMBER_LEASED):
-        return _plan_cart(row, order, now=now)
+        return _plan_cart(row, order, now=now, lease_margin_s=lease_margin_s)
     if state == S.AWAITING_SUBMISSION:
-        if lease_expired(row, now):
+        expires = lease_expires_at(row)
+        if expires is None or submitting:
+            return Wait(None)  # the order step submits once every item is in
+        if lease_expired(row, now, margin_s=lease_margin_s):
             return _fail(
                 "lease_expired",
-                "the number lease expired while the order waited for submission",
-                "submit_order",
+                f"the number lease lapses at {expires.isoformat()}, within {lease_margin_s:g} s, before "
+                "the order could be submitted; send crm.order.line_item.updated with a fresh lease",
+                "lease_check",
             )
-        expires = row.spec.get("leaseExpiresAt") if row.spec.get("leaseToken") else None
-        if expires is not None:
-            # Wake at the lease's expiry: if the order is still not submitted then, fail clearly.
-            return Wait(max(0.0, (datetime.fromisoformat(expires) - now).total_seconds()))
-        return Wait(None)  # the order step submits once every item is in
+        # Wake when the margin begins: if the order is still not submitted then, fail clearly
+        # (the order step then takes the item out of the provider order and submits the rest).
+        return Wait(max(0.0, (expires - timedelta(seconds=lease_margin_s) - now).total_seconds()))
     if state in PORTING_STATES and row.context.subscription_id:
         porting = _porting_call(row)
         if porting is not None:
@@ -125,10 +146,10 @@ def plan_item(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:  # n
     return Wait(None)  # activated, completed, cancelled, failed: nothing until an operator acts
 
 
-def _plan_cart(row: WorkflowRow, order: OrderRow, *, now: datetime) -> Plan:
+def _plan_cart(row: WorkflowRow, order: OrderRow, *, now: datetime, lease_margin_s: float) -> Plan:
     """Before submission: confirm a lease, then put the item in the provider order (or update it there)."""
     state = row.current
-    if row.spec.get("leaseToken") and lease_expired(row, now):
+    if lease_expired(row, now, margin_s=lease_margin_s):
         return _fail(
             "lease_expired",
             f"the number lease for {row.spec.get('msisdn')} expired at {row.spec.get('leaseExpiresAt')} "
@@ -376,11 +397,38 @@ class OrderItem:
 
     state: str
     item_added: bool
+    line_item_id: str = ""
+    workflow_id: str = ""
+    generation: int = 0
 
 
-def plan_order(order: OrderRow, items: list[OrderItem]) -> tuple[str, PreparedRequest] | None:
-    """The order's next provider call: create it once an item is live, submit it once every live
-    item is in it, cancel it once every item is cancelled and one had been added. None: nothing."""
+@dataclass(frozen=True)
+class OrderCall:
+    """The order's next provider call; `item`: the line item it concerns, if one."""
+
+    step: str
+    request: PreparedRequest
+    item: OrderItem | None = None
+
+
+def lapsed_leases(details: list[dict[str, Any]]) -> set[str]:
+    """The line item ids whose lease a refused submit names as lapsed or unknown (the provider
+    points at `lineItems[<id>].leaseToken`)."""
+    lapsed = set()
+    for detail in details:
+        found = _LEASE_PROPERTY.fullmatch(str(detail.get("property") or ""))
+        if found and detail.get("code") in ("lease_expired", "lease_invalid"):
+            lapsed.add(found.group(1))
+    return lapsed
+
+
+_LEASE_PROPERTY = re.compile(r"lineItems\[(.+)\]\.leaseToken")
+
+
+def plan_order(order: OrderRow, items: list[OrderItem]) -> OrderCall | None:
+    """The order's next provider call: create it once an item is live; take out of the cart an
+    item that failed after it was put there (its siblings must not be submitted with it); submit
+    once every live item is in; cancel once every item is cancelled and one had been added."""
     states = [item.state for item in items]
     live = [s for s in states if not is_settled(s) and s != S.CANCELLING]
     if order.provider_order_id is None:
@@ -391,12 +439,22 @@ def plan_order(order: OrderRow, items: list[OrderItem]) -> tuple[str, PreparedRe
             "lineItems": [],
             "metadata": {**order.metadata, "crmOrderId": order.order_id},
         }
-        return "create_order", Requests.create_order(body, idempotency_key=order_key(order, "create_order"))
+        return OrderCall(
+            "create_order", Requests.create_order(body, idempotency_key=order_key(order, "create_order"))
+        )
+    stranded = [i for i in items if i.state == S.FAILED and i.item_added]
+    if order.submitted_at is None and live and stranded:
+        item = stranded[0]
+        # The key the item's own removal would use (`step_key`): whichever removes it, the
+        # other finds the call done.
+        key = bounded_key(f"wf-{item.workflow_id}-remove_item-g{item.generation}")
+        request = Requests.remove_line_item(order.provider_order_id, item.line_item_id, idempotency_key=key)
+        return OrderCall("remove_failed_item", request, item)
     if order.submitted_at is None and live and all(s == S.AWAITING_SUBMISSION for s in live):
         request = Requests.submit_order(
             order.provider_order_id, {}, idempotency_key=order_key(order, "submit_order")
         )
-        return "submit_order", request
+        return OrderCall("submit_order", request)
     if (
         order.submitted_at is None
         and order.cancelled_at is None
@@ -408,5 +466,5 @@ def plan_order(order: OrderRow, items: list[OrderItem]) -> tuple[str, PreparedRe
             {"reason": "CRM order cancelled"},
             idempotency_key=order_key(order, "cancel_order"),
         )
-        return "cancel_order", request
+        return OrderCall("cancel_order", request)
     return None

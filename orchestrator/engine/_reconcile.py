@@ -243,7 +243,9 @@ async def check_effect(reader: ProviderReader, call: CallFacts, *, provider_orde
     return Evidence(None, f"no read is known that shows the effect of {call.step}")
 
 
-_ORDER_STEPS = frozenset({"add_item", "update_item", "remove_item", "submit_order", "cancel_order"})
+_ORDER_STEPS = frozenset(
+    {"add_item", "update_item", "remove_item", "remove_failed_item", "submit_order", "cancel_order"}
+)
 
 
 async def _order_effect(reader: ProviderReader, call: CallFacts) -> Evidence:  # noqa: PLR0911 - one rule per step
@@ -260,7 +262,7 @@ async def _order_effect(reader: ProviderReader, call: CallFacts) -> Evidence:  #
     if call.step == "update_item":
         done = item is not None and _matches(call.request, item)
         return Evidence(done, f"line item {'matches' if done else 'differs from'} the update", item)
-    if call.step == "remove_item":
+    if call.step in ("remove_item", "remove_failed_item"):
         return Evidence(item is None, f"line item {'gone' if item is None else 'still there'}", None)
     if call.step == "submit_order":
         return Evidence(state not in _CART_STATES, f"order is {state}", order)

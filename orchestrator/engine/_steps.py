@@ -37,6 +37,7 @@ from orchestrator.engine._clock import Clock
 from orchestrator.engine._jeopardy import JeopardyChange, JeopardyRules, decide_jeopardy, jeopardy_delay
 from orchestrator.engine._plan import (
     Call,
+    OrderCall,
     OrderItem,
     Plan,
     Poll,
@@ -44,6 +45,8 @@ from orchestrator.engine._plan import (
     Wait,
     decide_from_snapshot,
     find_subscription_id,
+    lapsed_leases,
+    lease_expires_at,
     plan_item,
     plan_order,
 )
@@ -112,6 +115,7 @@ class StepRunner:
         step_timeout_s: float | None = None,
         chain_steps: int = 16,
         jeopardy: JeopardyRules | None = None,
+        lease_margin_s: float = 300.0,
     ) -> None:
         self._pool = pool
         self._client = client
@@ -121,6 +125,7 @@ class StepRunner:
         self._step_timeout_s = step_timeout_s
         self._chain_steps = chain_steps
         self._jeopardy = jeopardy or JeopardyRules()
+        self._lease_margin_s = lease_margin_s
         # Orders whose step runs in this process; True: it was asked for again meanwhile.
         self._order_steps: dict[str, bool] = {}
 
@@ -164,7 +169,14 @@ class StepRunner:
         """Under the locks: apply plans that need no I/O until one does (returned) or none is due."""
         while True:
             now = self._clock.now()
-            plan = plan_item(row, order, now=now)
+            # The lease check stands down while the order's submit is on its way (one read, and
+            # only for an item with a lease, waiting for the submit).
+            submitting = (
+                row.current == LineItemState.AWAITING_SUBMISSION
+                and lease_expires_at(row) is not None
+                and await provider_calls.submission_started(conn, row.order_id)
+            )
+            plan = plan_item(row, order, now=now, lease_margin_s=self._lease_margin_s, submitting=submitting)
             if isinstance(plan, Move | Wait):
                 if not await self._apply(conn, row, plan, now=now, cause="step", chain=chain):
                     return None
@@ -223,7 +235,8 @@ class StepRunner:
         return nxt
 
     async def _after_send(self, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: Chain) -> _Io | None:
-        async with self._sent(io.request, conflict=io) as (conn, outcome, now):
+        conflict = (io.plan.step, io.line_item_id)
+        async with self._sent(io.request, conflict=conflict) as (conn, outcome, now):
             locked = await store.lock_order_and_workflow(conn, order_id, workflow_id)
             if locked is None:
                 return None
@@ -263,7 +276,7 @@ class StepRunner:
 
     @contextlib.asynccontextmanager
     async def _sent(
-        self, request: PreparedRequest, *, conflict: _Send | None = None
+        self, request: PreparedRequest, *, conflict: tuple[str, str] | None = None
     ) -> AsyncIterator[tuple[asyncpg.Connection, CallOutcome, datetime]]:
         """Send a stored intent (no transaction open), then open the transaction that records its
         outcome; the caller applies the outcome in it. With `conflict`, a 409 (the provider's
@@ -271,7 +284,7 @@ class StepRunner:
         faults.reach("step.after_intent_commit")
         outcome = await send(self._client, request, timeout_s=self._step_timeout_s)
         if conflict is not None and outcome.error is not None and outcome.error.outcome is Outcome.RECONCILE:
-            outcome = await self._read_conflict(conflict, outcome)
+            outcome = await self._read_conflict(request, *conflict, outcome)
         async with self._pool.acquire() as conn, conn.transaction():
             now = self._clock.now()
             assert request.idempotency_key is not None
@@ -284,18 +297,18 @@ class StepRunner:
                 outcome = replace(outcome, superseded=True)
             yield conn, outcome, now
 
-    async def _read_conflict(self, io: _Send, outcome: CallOutcome) -> CallOutcome:
+    async def _read_conflict(
+        self, request: PreparedRequest, step: str, line_item_id: str, outcome: CallOutcome
+    ) -> CallOutcome:
         """Read whether a refused call's effect is there anyway (GETs only). A refusal stays a
         refusal unless the provider shows the effect."""
         assert outcome.error is not None
-        facts = request_facts(
-            io.request, step=io.plan.step, line_item_id=io.line_item_id, error_code=outcome.error.code
-        )
+        facts = request_facts(request, step=step, line_item_id=line_item_id, error_code=outcome.error.code)
         reader = ConnectReader(self._client, timeout_s=self._step_timeout_s)
         evidence = await check_effect(reader, facts, provider_order_id=None)
         log.info(
             "provider refused with a state conflict: read its state",
-            step=io.plan.step, present=evidence.present, note=evidence.note,
+            step=step, present=evidence.present, note=evidence.note,
         )  # fmt: skip
         if not evidence.present:
             return outcome
@@ -503,14 +516,20 @@ class StepRunner:
             if order is None:
                 return
             items = [
-                OrderItem(state=r["state"], item_added=bool((r["context"] or {}).get("item_added")))
+                OrderItem(
+                    state=r["state"],
+                    item_added=bool((r["context"] or {}).get("item_added")),
+                    line_item_id=r["line_item_id"],
+                    workflow_id=str(r["workflow_id"]),
+                    generation=r["generation"],
+                )
                 for r in await store.order_items(conn, order_id)
             ]
             now = self._clock.now()
             call = plan_order(order, items)
             if call is None:
                 return
-            step, request = call
+            step, request = call.step, call.request
             prepared = await prepare_intent(
                 conn,
                 workflow_id=None,
@@ -521,20 +540,24 @@ class StepRunner:
                 now=now,
             )
             if isinstance(prepared, AlreadyDone):
-                await self._order_success(conn, order, step, prepared.body, now=now)
+                await self._order_success(conn, order, call, prepared.body, now=now)
                 return
             if not isinstance(prepared, KeyWindowPassed):
                 faults.reach("step.before_intent_commit")
         if isinstance(prepared, KeyWindowPassed):
-            await self._order_key_window_passed(order_id, step, prepared)
+            await self._order_key_window_passed(order_id, call, prepared)
             return
-        async with self._sent(prepared.request) as (conn, outcome, now):
+        # A 409 on an order call (e.g. a submit the provider already took) is read like an item's.
+        conflict = (step, call.item.line_item_id if call.item else "")
+        async with self._sent(prepared.request, conflict=conflict) as (conn, outcome, now):
             order = await store.lock_order(conn, order_id)
             assert order is not None
             if outcome.superseded:
                 pass  # the attempt that settled the call applied it
-            elif outcome.error is None:
-                await self._order_success(conn, order, step, outcome.body(), now=now)
+            elif outcome.reconciled:
+                await self._order_success(conn, order, call, outcome.reconciled_body, now=now)
+            elif outcome.error is None or (step == "remove_failed_item" and outcome.error.status == 404):
+                await self._order_success(conn, order, call, outcome.body(), now=now)
             elif outcome.error.retryable:
                 assert prepared.request.idempotency_key is not None
                 attempts = await provider_calls.call_attempts(conn, prepared.request.idempotency_key)
@@ -546,6 +569,8 @@ class StepRunner:
                     await self._fail_items(
                         conn, order_id, step, _failure(outcome.error, step, exhausted=False), now=now
                     )
+            elif step == "submit_order" and (lapsed := lapsed_leases(outcome.error.provider_details)):
+                await self._leases_lapsed(conn, order, lapsed, prepared.request, outcome.error, now=now)
             else:
                 await self._fail_items(
                     conn, order_id, step, _failure(outcome.error, step, exhausted=False), now=now
@@ -553,9 +578,52 @@ class StepRunner:
             faults.reach("step.before_outcome_commit")
         faults.reach("step.after_outcome_commit")
 
-    async def _order_success(
-        self, conn: asyncpg.Connection, order: OrderRow, step: str, body: Any, *, now: datetime
+    async def _leases_lapsed(
+        self,
+        conn: asyncpg.Connection,
+        order: OrderRow,
+        lapsed: set[str],
+        request: PreparedRequest,
+        error: ProviderError,
+        *,
+        now: datetime,
     ) -> None:
+        """The provider refused the submit because some items' leases lapsed (its clock, not the
+        CRM's `leaseExpiresAt`, decides): those items fail, the order step takes them out of the
+        cart and submits their siblings under a new key (the refused one would replay the 412)."""
+        failure = {
+            "code": "lease_expired",
+            "message": "the provider reports the number lease lapsed before the order was submitted; "
+            "send crm.order.line_item.updated with a fresh lease",
+            "retryable": False,
+            "step": "submit_order",
+            "provider": error.to_dict(),
+        }
+        for record in await store.order_items(conn, order.order_id, state=LineItemState.AWAITING_SUBMISSION):
+            if record["line_item_id"] in lapsed:
+                row = await store.lock_workflow(conn, record["workflow_id"])
+                assert row is not None
+                await self._apply(conn, row, Move("fail", error=failure), now=now, cause="submit_order")
+        assert request.idempotency_key is not None
+        await provider_calls.settle(conn, request.idempotency_key, status="rekeyed", now=now)
+        await store.set_order_generation(conn, order.order_id, order.generation + 1)
+        await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=order.order_id, due_at=now)
+        log.warning(
+            "leases lapsed at the provider: those items fail, the rest go on", line_items=sorted(lapsed)
+        )
+
+    async def _order_success(
+        self, conn: asyncpg.Connection, order: OrderRow, call: OrderCall, body: Any, *, now: datetime
+    ) -> None:
+        step = call.step
+        if step == "remove_failed_item":
+            assert call.item is not None
+            row = await store.lock_workflow(conn, uuid.UUID(call.item.workflow_id))
+            assert row is not None
+            row.context.item_added = False  # out of the cart: the siblings can be submitted
+            await store.save(conn, row)
+            await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=order.order_id, due_at=now)
+            return
         if step == "create_order":
             await store.set_provider_order_id(conn, order.order_id, (body or {}).get("orderId"))
         elif step == "submit_order":
@@ -572,11 +640,11 @@ class StepRunner:
         items = await store.order_items(conn, order.order_id)
         await schedule_steps(conn, [r["workflow_id"] for r in items], due_at=now)
 
-    async def _order_key_window_passed(self, order_id: str, step: str, intent: KeyWindowPassed) -> None:
+    async def _order_key_window_passed(self, order_id: str, call: OrderCall, intent: KeyWindowPassed) -> None:
         """An order call's key is past the provider's window: as for an item's call, read provider
         state first. Skip it if the effect is there, re-key the order if it is not; if it cannot be
         told, fail the live items visibly (`key_window_passed`) instead of leaving them waiting."""
-        key = intent.request.idempotency_key
+        step, key = call.step, intent.request.idempotency_key
         assert key is not None
         async with self._pool.acquire() as conn:
             record = await provider_calls.stored_call(conn, key)
@@ -598,7 +666,7 @@ class StepRunner:
                 return  # re-keyed meanwhile (an operator's replay): the next order step decides
             if decision.action is Action.SKIP:
                 await provider_calls.settle(conn, key, status="skipped", now=now, answer=evidence.body)
-                await self._order_success(conn, order, step, evidence.body, now=now)
+                await self._order_success(conn, order, call, evidence.body, now=now)
             elif decision.action is Action.REKEY:
                 await provider_calls.settle(conn, key, status="rekeyed", now=now)
                 await store.set_order_generation(conn, order_id, order.generation + 1)

@@ -7,6 +7,8 @@ The diagrams and tables come from python-statemachine itself (`format(Machine, "
 `format(Machine, "md")`), so the document cannot drift from the graph without this check failing.
 """
 
+# ruff: noqa: E501 - the exception-paths table is markdown, one row per line
+
 from __future__ import annotations
 
 import argparse
@@ -41,9 +43,9 @@ provider call and the database write.
 - Terminal states: {terminal}.
 - Needs an operator (not terminal; can be amended, resumed or cancelled): {operator}.
 - `resume` leaves `failed` for the state recorded in the workflow's `resume_state` (one named guard per
-  target). `amend` replaces the specification: back to `received`, or, while a port is pending,
-  the same state with corrected porting details. `cancel` in `cancelling` is a no-op self-transition
-  (a repeated cancel is not an error).
+  target). `amend` replaces the specification before submission: back to `received`. After
+  submission only porting details can change (see "Exception paths"). `cancel` in `cancelling` is a
+  no-op self-transition (a repeated cancel is not an error).
 - Event names in the tables are shown in words (`Lease confirmed`); in code they are snake_case
   (`lease_confirmed`).
 """
@@ -77,6 +79,31 @@ def _paths_section(registry: MachineRegistry) -> str:
     return "\n".join(lines) + "\n"
 
 
+_EXCEPTION_PATHS = """\
+## Exception paths
+
+What happens when real provisioning goes wrong, what the CRM sees on `provisioning.status.v1`, and
+what an operator does (the runbook, `docs/operations.md`, has the commands). Every CRM amendment
+(`crm.order.line_item.updated`) is answered by exactly one `provisioning.line_item.amended` event,
+`applied` or `refused` with a `reason`, in the line item's `sequence` beside its state changes.
+
+| path | what the engine does | the CRM sees | the operator |
+|---|---|---|---|
+| Porting correction while the port is `PENDING`/`IN_PROGRESS` (item in `porting_pending` or `temp_number_active`) | sends the corrected details to the provider (`update_porting`: `POST /subscriptions/{id}/in-porting`, its own key); the state does not change | `amended` `porting_details` `applied` once the provider took them, or `refused` with the provider's reason (the port goes on) | nothing to do |
+| The donor rejects the port (`port_failed`) | the item fails; on a temporary number the customer stays live on it | `failed` with `error.code` `port_failed`; on a temporary number `msisdn` and `temporaryMsisdn` still name it | wait for the CRM, or replay (below) |
+| Corrected porting details after `port_failed` | requests the port again on the same subscription (`retry_port`; no new order, no new subscription): back to `porting_pending` (or `temp_number_active`), then on to `activated` on the ported number | `failed` → `porting_pending`/`temp_number_active` → ... → `activated`; `amended` `porting_details` `applied`, or `refused` and `failed` again if the provider refuses | nothing to do |
+| An update **without** porting after `port_failed` on a temporary number | keeps the temporary number for good (`keep_temporary_number`: `failed` → `activated`) | `activated` with the temporary number as `msisdn`; `amended` `keep_temporary_number` `applied` | nothing to do |
+| An operator's replay of a `port_failed` item | requests the port again with the details the CRM last sent (the plan says so, and warns when they are the very details the donor rejected) | as for a correction | `replay --error-code port_failed --reason ...` |
+| Any other amendment after submission (a new `scheduleActivationAt`, a product change) | refused: the provider order is submitted | `amended` `refused` with the reason; the state does not change | nothing, or cancel and re-order |
+| An amendment while the order's submit is on its way | refused (the item would miss the submitted order) | `amended` `refused` | nothing to do |
+| A lease lapsing before submit: within `ORCHESTRATOR_ENGINE__LEASE_SAFETY_MARGIN_S` (default 300 s) of the CRM's `leaseExpiresAt`, or a submit refused with 412 naming the lease | that item fails (`lease_expired`) and is taken out of the provider order; its siblings are submitted and activate (a new submit key: the refused one would replay the 412). The own check never applies while a submit is on its way | `failed` (`lease_expired`) for that item; the order ends `partially_activated` | the CRM amends with a fresh lease (the item starts over) or cancels it |
+| Any item failing after it was added to the provider order (e.g. a refused update) | taken out of the provider order before the others are submitted | `failed` for that item | as for its error code |
+| A port in progress too long, an activation late | raises jeopardy, keeps polling (backing off), clears it at the next milestone | `provisioning.line_item.jeopardy` `raised` (`port_stuck`, `activation_late`), later `cleared` | the jeopardy metric and console filter; chase the provider |
+| A call whose key is past the provider's 24 h window, or a 409 `invalid_state` | reads the provider's state: the effect is there (done), absent (re-key, send again), or unknowable (`key_window_passed`, replayable) | nothing, or `failed` (`key_window_passed`) | replay |
+| A workflow stuck (not failed) in any state | - | nothing | `replay --stuck-longer-than 2h --reason ...` |
+"""
+
+
 def render(registry: MachineRegistry = DEFAULT_REGISTRY) -> str:
     """The exact text of docs/state-machines.md."""
     sections = [
@@ -100,6 +127,7 @@ def render(registry: MachineRegistry = DEFAULT_REGISTRY) -> str:
     sections.append(_paths_section(registry))
     order_doc = (_ORDER_STATE_DOC or "").split("\n", 2)[2].strip()
     sections.append(f"## Order state\n\n{order_doc}\n")
+    sections.append(_EXCEPTION_PATHS)
     return "\n".join(sections)
 
 

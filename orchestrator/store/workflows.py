@@ -67,9 +67,9 @@ async def load_order(conn: asyncpg.Connection, order_id: str) -> OrderRow | None
 
 async def order_items(conn: asyncpg.Connection, order_id: str, *, state: str | None = None) -> list[Any]:
     """The order's line items in workflow id order (the order in which their timers and rows are
-    touched everywhere): `workflow_id`, `line_item_id`, `state`, `context` (jsonb)."""
+    touched everywhere): `workflow_id`, `line_item_id`, `state`, `context` (jsonb), `generation`."""
     records: list[Any] = await conn.fetch(
-        "SELECT workflow_id, line_item_id, state, context FROM workflows "
+        "SELECT workflow_id, line_item_id, state, context, generation FROM workflows "
         "WHERE order_id = $1 AND ($2::text IS NULL OR state = $2) ORDER BY workflow_id",
         order_id,
         state,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+from orchestrator.connect import Requests
 from orchestrator.engine import CrmIntake, StepRunner, SystemClock
 from tests.e2e.support import order_submitted, subscription
 from tests.engine.conftest import Provider
@@ -75,3 +76,31 @@ async def test_a_late_refusal_does_not_undo_a_submit_that_another_worker_made(pr
     assert (row["state"], row["error"]) == ("submitted", None)
     assert await pool.fetchval("SELECT submitted_at IS NOT NULL FROM orders WHERE order_id = 'o-late'")
     assert await _submits(provider) == [200, 400]  # both attempts reached the provider
+
+
+async def test_a_409_on_the_orders_submit_is_read_and_the_submit_taken_as_done(provider: Provider) -> None:
+    """The provider order was submitted by a call we never saw answered (here: under another
+    key); our submit is refused with 409 `invalid_state`. Reading the order shows it submitted, so
+    the items go on instead of failing."""
+    pool = provider.pool
+    intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
+    await _consume(intake, "o-409", "crm.order.submitted", order_submitted("o-409", subscription("li-1")))
+    runner = StepRunner(pool=pool, client=provider.client, clock=SystemClock(), status_topic="status")
+    await runner.run_order_step("o-409")
+    workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = 'o-409'")
+    await runner.run_workflow_step(workflow_id)
+    provider_order_id = await pool.fetchval("SELECT provider_order_id FROM orders WHERE order_id = 'o-409'")
+    answer = await provider.client.send(
+        Requests.submit_order(provider_order_id, {}, idempotency_key="elsewhere")
+    )
+    assert answer.status == 200
+
+    await runner.run_order_step("o-409")
+
+    call = await pool.fetchrow(
+        "SELECT status, response_status FROM provider_calls "
+        "WHERE order_id = 'o-409' AND step = 'submit_order'"
+    )
+    assert (call["status"], call["response_status"]) == ("skipped", 409)
+    row = await pool.fetchrow("SELECT state, error FROM workflows WHERE workflow_id = $1", workflow_id)
+    assert (row["state"], row["error"]) == ("submitted", None)

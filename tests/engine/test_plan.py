@@ -9,11 +9,14 @@ from typing import Any
 from orchestrator.engine import (
     Call,
     Move,
+    OrderItem,
     Poll,
     Snapshot,
     Wait,
     decide_from_snapshot,
+    lapsed_leases,
     plan_item,
+    plan_order,
     step_key,
 )
 from orchestrator.store.rows import OrderRow, WorkflowContext, WorkflowRow
@@ -147,3 +150,51 @@ def test_cancelling_a_live_subscription_cancels_it_at_the_provider() -> None:
 
 def test_cancelling_before_anything_reached_the_provider_needs_no_call() -> None:
     assert plan_item(_row("cancelling", {}), _order(provider_order_id=None), now=NOW) == Move("compensated")
+
+
+def _lease(minutes: float) -> dict[str, Any]:
+    expires = (NOW + timedelta(minutes=minutes)).isoformat()
+    return {"msisdn": "+46700000001", "leaseToken": "lease-1", "leaseExpiresAt": expires}
+
+
+def test_a_lease_within_the_safety_margin_counts_as_lapsed_unless_the_submit_is_on_its_way() -> None:
+    waiting = _row("awaiting_submission", _lease(4), item_added=True)
+    plan = plan_item(waiting, _order(), now=NOW, lease_margin_s=300)
+    assert isinstance(plan, Move)
+    assert (plan.event, (plan.error or {}).get("code")) == ("fail", "lease_expired")
+    # The submit is on its way: its answer decides, not our clock.
+    assert plan_item(waiting, _order(), now=NOW, lease_margin_s=300, submitting=True) == Wait(None)
+    # Outside the margin: wake when the margin begins.
+    later = _row("awaiting_submission", _lease(10), item_added=True)
+    assert plan_item(later, _order(), now=NOW, lease_margin_s=300) == Wait(300.0)
+    # Before the item is added, the margin applies too: no point putting it in the cart.
+    plan = plan_item(_row("received", _lease(4)), _order(), now=NOW, lease_margin_s=300)
+    assert isinstance(plan, Move)
+    assert plan.event == "fail"
+
+
+def test_an_item_failed_in_the_cart_is_removed_before_its_siblings_are_submitted() -> None:
+    order = _order()
+    failed = OrderItem(state="failed", item_added=True, line_item_id="li/1", workflow_id="w-1", generation=2)
+    waiting = OrderItem(state="awaiting_submission", item_added=True, line_item_id="li-2", workflow_id="w-2")
+    call = plan_order(order, [failed, waiting])
+    assert call is not None
+    assert (call.step, call.item) == ("remove_failed_item", failed)
+    assert (call.request.method, call.request.path) == ("DELETE", "/orders/po-1/line-items/li%2F1")
+    assert call.request.idempotency_key == "wf-w-1-remove_item-g2"  # the item's own removal key
+    removed = OrderItem(state="failed", item_added=False, line_item_id="li/1", workflow_id="w-1")
+    submit = plan_order(order, [removed, waiting])
+    assert submit is not None
+    assert submit.step == "submit_order"
+    # Nothing left to submit: the failed item stays where it is, for the operator.
+    assert plan_order(order, [failed]) is None
+
+
+def test_the_lapsed_leases_a_refused_submit_names() -> None:
+    details = [
+        {"code": "lease_expired", "property": "lineItems[li-1].leaseToken", "message": "lease expired"},
+        {"code": "lease_invalid", "property": "lineItems[li [2]].leaseToken", "message": "not found"},
+        {"code": "required", "property": "customer.email", "message": "missing"},
+    ]
+    assert lapsed_leases(details) == {"li-1", "li [2]"}
+    assert lapsed_leases([]) == set()

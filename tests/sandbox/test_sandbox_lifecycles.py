@@ -185,7 +185,7 @@ async def test_port_with_temp_number_swaps_to_the_ported_number(
     assert swap["data"] == {"fromMsisdn": temp, "toMsisdn": "+46702222222"}
 
 
-async def test_failed_port_keeps_temp_number_and_blocks_detail_updates(
+async def test_failed_port_keeps_temp_number_and_corrected_details_request_it_again(
     http: httpx.AsyncClient, control: SandboxControl
 ) -> None:
     await control.port_plan("+46703333333", outcome="FAILED")
@@ -197,9 +197,19 @@ async def test_failed_port_keeps_temp_number_and_blocks_detail_updates(
     sub = await _sub(http, sub_id)
     assert sub["status"] == "ACTIVATED"
     assert sub["msisdn"] != "+46703333333"
-    too_late = await http.post(f"/subscriptions/{sub_id}/in-porting", json={"details": {"passcode": "1"}})
-    assert too_late.status_code == 409
     assert [e["type"] for e in await control.events(event_type="subscription.portIn.failed")]
+    # Corrected details on the failed port request it again, on the same subscription.
+    await control.port_plan("+46703333333", outcome="COMPLETED", delay_s=0)
+    again = await http.post(f"/subscriptions/{sub_id}/in-porting", json={"details": {"passcode": "1"}})
+    assert again.status_code == 200
+    assert (await http.get(f"/subscriptions/{sub_id}/in-porting")).json()["status"] == "PENDING"
+    [requested] = await control.ledger(effect="port.requested_again")
+    assert requested["entityId"] == sub_id
+    await control.advance(10)
+    assert (await _sub(http, sub_id))["msisdn"] == "+46703333333"
+    # A completed port takes no more details.
+    done = await http.post(f"/subscriptions/{sub_id}/in-porting", json={"details": {"passcode": "2"}})
+    assert done.status_code == 409
 
 
 async def test_stuck_port_never_finishes(http: httpx.AsyncClient, control: SandboxControl) -> None:
