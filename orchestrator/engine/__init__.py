@@ -19,7 +19,6 @@ from orchestrator.engine._jeopardy import (
     decide_jeopardy,
 )
 from orchestrator.engine._plan import (
-    PORTING_STATES,
     Call,
     OrderCall,
     OrderItem,
@@ -58,7 +57,6 @@ __all__ = [
     "ACTIVATION_LATE",
     "KEY_WINDOW",
     "KEY_WINDOW_MARGIN",
-    "PORTING_STATES",
     "PORT_STUCK",
     "Action",
     "Call",

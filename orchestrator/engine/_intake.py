@@ -21,7 +21,6 @@ from orchestrator.engine._errors import EventRejected
 from orchestrator.engine._plan import (
     KEEP_TEMPORARY_NUMBER,
     PORTING_DETAILS,
-    PORTING_STATES,
     amendment_change,
     port_rejected,
 )
@@ -37,7 +36,13 @@ from orchestrator.events import (
     line_item_payload,
 )
 from orchestrator.logs import get_logger
-from orchestrator.machines import BEFORE_SUBMISSION_STATES, Transitioned, initial_state, machine_for
+from orchestrator.machines import (
+    BEFORE_SUBMISSION_STATES,
+    PORTING_STATES,
+    Transitioned,
+    initial_state,
+    machine_for,
+)
 from orchestrator.store import provider_calls
 from orchestrator.store import workflows as store
 from orchestrator.store.inbox import Delivery, record_once
@@ -217,10 +222,9 @@ class CrmIntake:
                     "ported_msisdn": None,
                 },
             )
-            outcome = self._journal.fire(row, keep)
-            assert isinstance(outcome, Transitioned), outcome
             row.spec, row.generation = spec, row.generation + 1
-            await self._journal.commit(conn, row, outcome, now=now, cause=cause, step_due=now)
+            outcome = await self._journal.transition(conn, row, keep, now=now, cause=cause)
+            assert isinstance(outcome, Transitioned), outcome
             await self._journal.amended(conn, row, change=KEEP_TEMPORARY_NUMBER, cause=cause, now=now)
             return
         if change != PORTING_DETAILS:
@@ -241,9 +245,8 @@ class CrmIntake:
         # Back to where the port failed (waiting for it, or live on the temporary number), with
         # the port to request again first.
         row.context.port_request_due = True
-        outcome = self._journal.fire(row, Move("resume"))
+        outcome = await self._journal.transition(conn, row, Move("resume"), now=now, cause=cause)
         assert isinstance(outcome, Transitioned), outcome
-        await self._journal.commit(conn, row, outcome, now=now, cause=cause, step_due=now)
 
     async def _refuse(
         self,

@@ -19,11 +19,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from orchestrator.events import LineItemState
+from orchestrator.machines import PORTING_STATES
 from orchestrator.store.rows import WorkflowRow
 
 S = LineItemState
 PORT_STUCK, ACTIVATION_LATE = "port_stuck", "activation_late"
-PORT_STATES = frozenset({S.PORTING_PENDING, S.TEMP_NUMBER_ACTIVE})
 # While in jeopardy the provider is polled at least this far apart (a webhook still wakes it at once).
 JEOPARDY_POLL_S = 300.0
 
@@ -76,7 +76,7 @@ def day_start(day: str) -> datetime:
 def watched(row: WorkflowRow, rules: JeopardyRules) -> Jeopardy | None:
     """The wait the line item is in, in its current state, if it is one that jeopardy watches."""
     state = row.current
-    if state in PORT_STATES and row.spec.get("porting"):
+    if state in PORTING_STATES and row.spec.get("porting"):
         started = row.context.port_since
         # A row that entered porting before `port_since` was kept: its creation is the safe bound.
         since = datetime.fromisoformat(started) if started else row.created_at

@@ -18,7 +18,7 @@ from typing import Any
 from orchestrator.connect import PreparedRequest, ProviderError, Requests, bounded_key
 from orchestrator.engine._transition import Amended, Move
 from orchestrator.events import LineItemState
-from orchestrator.machines import ONE_OFF_ITEM_TYPES, POLLING_STATES, is_settled
+from orchestrator.machines import ONE_OFF_ITEM_TYPES, POLLING_STATES, PORTING_STATES, is_settled
 from orchestrator.store.rows import OrderRow, WorkflowRow
 
 # CRM-only fields that are not part of the Connect line item shape.
@@ -179,7 +179,6 @@ def _plan_cart(row: WorkflowRow, order: OrderRow, *, now: datetime, lease_margin
     return Call("add_item", request, lambda _: Move("item_added", context={"item_added": True}))
 
 
-PORTING_STATES = frozenset({S.PORTING_PENDING, S.TEMP_NUMBER_ACTIVE})
 PORTING_DETAILS = "porting_details"
 KEEP_TEMPORARY_NUMBER = "keep_temporary_number"
 _PORTING_SENT = {"porting_update_due": None, "port_request_due": None}
@@ -397,8 +396,8 @@ class OrderItem:
 
     state: str
     item_added: bool
-    line_item_id: str = ""
-    workflow_id: str = ""
+    line_item_id: str
+    workflow_id: str
     generation: int = 0
 
 

@@ -592,12 +592,10 @@ class StepRunner:
         CRM's `leaseExpiresAt`, decides): those items fail, the order step takes them out of the
         cart and submits their siblings under a new key (the refused one would replay the 412)."""
         failure = {
+            **_failure(error, "submit_order", exhausted=False),
             "code": "lease_expired",
             "message": "the provider reports the number lease lapsed before the order was submitted; "
             "send crm.order.line_item.updated with a fresh lease",
-            "retryable": False,
-            "step": "submit_order",
-            "provider": error.to_dict(),
         }
         for record in await store.order_items(conn, order.order_id, state=LineItemState.AWAITING_SUBMISSION):
             if record["line_item_id"] in lapsed:
@@ -605,9 +603,7 @@ class StepRunner:
                 assert row is not None
                 await self._apply(conn, row, Move("fail", error=failure), now=now, cause="submit_order")
         assert request.idempotency_key is not None
-        await provider_calls.settle(conn, request.idempotency_key, status="rekeyed", now=now)
-        await store.set_order_generation(conn, order.order_id, order.generation + 1)
-        await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=order.order_id, due_at=now)
+        await _rekey_order(conn, order, request.idempotency_key, now=now)
         log.warning(
             "leases lapsed at the provider: those items fail, the rest go on", line_items=sorted(lapsed)
         )
@@ -668,9 +664,7 @@ class StepRunner:
                 await provider_calls.settle(conn, key, status="skipped", now=now, answer=evidence.body)
                 await self._order_success(conn, order, call, evidence.body, now=now)
             elif decision.action is Action.REKEY:
-                await provider_calls.settle(conn, key, status="rekeyed", now=now)
-                await store.set_order_generation(conn, order_id, order.generation + 1)
-                await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=order_id, due_at=now)
+                await _rekey_order(conn, order, key, now=now)
             else:
                 message = f"{step} was first sent at {intent.first_sent_at.isoformat()}: {decision.why}"
                 error = {"code": "key_window_passed", "message": message, "retryable": False, "step": step}
@@ -685,6 +679,13 @@ class StepRunner:
             row = await store.lock_workflow(conn, record["workflow_id"])
             assert row is not None
             await self._apply(conn, row, Move("fail", error=error), now=now, cause=step)
+
+
+async def _rekey_order(conn: asyncpg.Connection, order: OrderRow, key: str, *, now: datetime) -> None:
+    """The order's call under `key` is superseded: its next step runs now, under keys of a new generation."""
+    await provider_calls.settle(conn, key, status="rekeyed", now=now)
+    await store.set_order_generation(conn, order.order_id, order.generation + 1)
+    await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=order.order_id, due_at=now)
 
 
 def _failure(error: ProviderError, step: str, *, exhausted: bool = True) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 
-from orchestrator.engine._jeopardy import PORT_STATES
 from orchestrator.events import (
     AmendmentOutcome,
     JeopardyStatus,
@@ -32,6 +31,7 @@ from orchestrator.events import (
 from orchestrator.logs import get_logger
 from orchestrator.machines import (
     ORDER_STEP_STATES,
+    PORTING_STATES,
     Outcome,
     Transitioned,
     apply_event,
@@ -112,14 +112,35 @@ class Journal:
         message = OutboxMessage(self._status_topic, record.key, record.value, record.headers)
         return Change(event, previous, cause, details, now, message)
 
-    def _notice(self, row: WorkflowRow, data: LineItemNotice, *, event: str, cause: str) -> Change:
-        """A status event that reports on the line item without moving it (an amendment's fate,
-        jeopardy). It takes the next number of the item's sequence, and its history row stays in
-        the item's state (from = to), so the history and the status stream stay gap-free."""
-        record = encode_status_event(data=data, source=STATUS_SOURCE)
+    async def _notice(
+        self,
+        conn: asyncpg.Connection,
+        row: WorkflowRow,
+        data: type[LineItemNotice],
+        *,
+        event: str,
+        cause: str,
+        now: datetime,
+        next_step_at: datetime | None,
+        **fields: Any,
+    ) -> None:
+        """Save `row` with a status event that reports on it without moving it (an amendment's
+        fate, jeopardy). The event takes the next number of the item's sequence, and its history
+        row stays in the item's state (from = to), so the history and the status stream stay
+        gap-free."""
+        notice = data(
+            order_id=row.order_id,
+            line_item_id=row.line_item_id,
+            workflow_id=str(row.workflow_id),
+            sequence=row.sequence + 1,
+            occurred_at=now,
+            **fields,
+        )
+        record = encode_status_event(data=notice, source=STATUS_SOURCE)
         message = OutboxMessage(self._status_topic, record.key, record.value, record.headers)
-        details = data.model_dump(mode="json", include=_NOTICE_DETAILS[event], exclude_none=True)
-        return Change(event, row.current, cause, details, data.occurred_at, message)
+        details = notice.model_dump(mode="json", include=_NOTICE_DETAILS[event], exclude_none=True)
+        change = Change(event, row.current, cause, details, now, message)
+        await store.save(conn, row, change=change, next_step_at=next_step_at)
 
     async def amended(
         self,
@@ -133,18 +154,11 @@ class Journal:
         next_step_at: datetime | None = None,
     ) -> None:
         """Tell the CRM what became of its amendment: applied, or refused with `reason`. Saves the row."""
-        data = LineItemAmended(
-            order_id=row.order_id,
-            line_item_id=row.line_item_id,
-            workflow_id=str(row.workflow_id),
-            sequence=row.sequence + 1,
-            occurred_at=now,
-            change=change,
-            outcome=AmendmentOutcome.REFUSED if reason else AmendmentOutcome.APPLIED,
+        await self._notice(
+            conn, row, LineItemAmended, event=AMENDED, cause=cause, now=now, next_step_at=next_step_at,
+            change=change, outcome=AmendmentOutcome.REFUSED if reason else AmendmentOutcome.APPLIED,
             reason=reason,
-        )
-        notice = self._notice(row, data, event=AMENDED, cause=cause)
-        await store.save(conn, row, change=notice, next_step_at=next_step_at)
+        )  # fmt: skip
 
     async def jeopardy(
         self,
@@ -160,20 +174,11 @@ class Journal:
         next_step_at: datetime | None = None,
     ) -> None:
         """Raise or clear jeopardy on the line item. Saves the row."""
-        data = LineItemJeopardy(
-            order_id=row.order_id,
-            line_item_id=row.line_item_id,
-            workflow_id=str(row.workflow_id),
-            sequence=row.sequence + 1,
-            occurred_at=now,
-            state=LineItemState(row.current),
-            reason=reason,
-            since=since,
-            expected_by=expected_by,
+        await self._notice(
+            conn, row, LineItemJeopardy, event=JEOPARDY, cause=cause, now=now, next_step_at=next_step_at,
+            state=LineItemState(row.current), reason=reason, since=since, expected_by=expected_by,
             status=status,
-        )
-        notice = self._notice(row, data, event=JEOPARDY, cause=cause)
-        await store.save(conn, row, change=notice, next_step_at=next_step_at)
+        )  # fmt: skip
 
     async def received(
         self, conn: asyncpg.Connection, rows: list[WorkflowRow], *, cause: str, now: datetime
@@ -260,9 +265,9 @@ class Journal:
         """`row` is leaving `source`: jeopardy raised there is cleared by this milestone, its notice
         written first and in `source` (the sequence before the state change's). Entering a port
         from elsewhere starts its clock (`port_since`)."""
-        if row.current not in PORT_STATES:
+        if row.current not in PORTING_STATES:
             row.context.port_since = None
-        elif source not in PORT_STATES:
+        elif source not in PORTING_STATES:
             row.context.port_since = now.isoformat()
         raised = row.context.jeopardy
         if raised is None:

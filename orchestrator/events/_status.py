@@ -122,15 +122,20 @@ class AmendmentOutcome(StrEnum):
     REFUSED = "refused"
 
 
-class LineItemAmended(ContractModel):
-    """`data` of `provisioning.line_item.amended`: what became of one CRM amendment. Every
-    amendment gets exactly one, in the line item's `sequence` beside its state changes."""
+class _LineItemNotice(ContractModel):
+    """What every notice about a line item carries: which item, and its place in the item's sequence."""
 
     order_id: NonEmptyStr
     line_item_id: NonEmptyStr
     workflow_id: NonEmptyStr
     sequence: int = Field(ge=2, description="the line item's sequence (shared with its state changes)")
     occurred_at: Timestamp
+
+
+class LineItemAmended(_LineItemNotice):
+    """`data` of `provisioning.line_item.amended`: what became of one CRM amendment. Every
+    amendment gets exactly one, in the line item's `sequence` beside its state changes."""
+
     change: NonEmptyStr = Field(
         description="what the amendment changed: porting_details, schedule, lease, "
         "keep_temporary_number or line_item"
@@ -150,16 +155,11 @@ class JeopardyStatus(StrEnum):
     CLEARED = "cleared"
 
 
-class LineItemJeopardy(ContractModel):
+class LineItemJeopardy(_LineItemNotice):
     """`data` of `provisioning.line_item.jeopardy`: a line item late against what is expected of
     it (a port stuck in progress, an activation past its date), raised once and cleared by the
     next milestone."""
 
-    order_id: NonEmptyStr
-    line_item_id: NonEmptyStr
-    workflow_id: NonEmptyStr
-    sequence: int = Field(ge=2, description="the line item's sequence (shared with its state changes)")
-    occurred_at: Timestamp
     state: LineItemState = Field(description="the line item's state when raised or cleared")
     reason: NonEmptyStr = Field(description="port_stuck or activation_late")
     since: Timestamp = Field(description="when the awaited milestone became due to start counting")

@@ -77,6 +77,10 @@ POLLING_STATES = frozenset(
 """States whose next step reads the provider: the only ones a provider event can move on
 (`cancelling` polls once its order was submitted)."""
 
+PORTING_STATES = frozenset({LineItemState.PORTING_PENDING, LineItemState.TEMP_NUMBER_ACTIVE})
+"""A port-in in progress on a subscription the provider has: corrected porting details go to the
+provider here, and a port stuck here is in jeopardy."""
+
 BEFORE_SUBMISSION_STATES = frozenset(
     {LineItemState.RECEIVED, LineItemState.NUMBER_LEASED, LineItemState.AWAITING_SUBMISSION}
 )

@@ -25,7 +25,6 @@ from typing import Any
 import asyncpg
 
 from orchestrator.engine import (
-    PORTING_STATES,
     Action,
     Call,
     Journal,
@@ -44,7 +43,7 @@ from orchestrator.engine import (
     step_key,
 )
 from orchestrator.events import LineItemState
-from orchestrator.machines import Transitioned, decide, is_terminal
+from orchestrator.machines import PORTING_STATES, Transitioned, decide, is_terminal
 from orchestrator.ops._errors import ActionRefused, InvalidInput
 from orchestrator.ops._filters import WorkflowFilter, known_states
 from orchestrator.store import provider_calls, read_models, timers

@@ -11,6 +11,7 @@ whose slow injected refusal holds the first attempt open."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from orchestrator.connect import Requests
 from orchestrator.engine import CrmIntake, StepRunner, SystemClock
@@ -19,16 +20,25 @@ from tests.engine.conftest import Provider
 from tests.engine.test_changes_during_a_call import _consume
 
 
-async def _slow_refused_submit(provider: Provider, order_id: str) -> tuple[StepRunner, asyncio.Task[None]]:
-    """An order whose item is in the provider order, and its submit on its way, to be refused
-    (400) after 800 ms."""
+async def _in_the_cart(provider: Provider, order_id: str) -> tuple[StepRunner, uuid.UUID]:
+    """An order of one line item, its provider order created and the item in it (not submitted)."""
     pool = provider.pool
     intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
     await _consume(intake, order_id, "crm.order.submitted", order_submitted(order_id, subscription("li-1")))
     runner = StepRunner(pool=pool, client=provider.client, clock=SystemClock(), status_topic="status")
     await runner.run_order_step(order_id)  # the provider order exists
-    workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = $1", order_id)
+    workflow_id: uuid.UUID = await pool.fetchval(
+        "SELECT workflow_id FROM workflows WHERE order_id = $1", order_id
+    )
     await runner.run_workflow_step(workflow_id)  # the item is in it
+    return runner, workflow_id
+
+
+async def _slow_refused_submit(provider: Provider, order_id: str) -> tuple[StepRunner, asyncio.Task[None]]:
+    """An order whose item is in the provider order, and its submit on its way, to be refused
+    (400) after 800 ms."""
+    pool = provider.pool
+    runner, _ = await _in_the_cart(provider, order_id)
     await provider.control.faults(
         {"match": "POST /orders/*/submit", "kind": "error", "status": 400, "latencyMs": 800, "times": 1}
     )
@@ -83,12 +93,7 @@ async def test_a_409_on_the_orders_submit_is_read_and_the_submit_taken_as_done(p
     key); our submit is refused with 409 `invalid_state`. Reading the order shows it submitted, so
     the items go on instead of failing."""
     pool = provider.pool
-    intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
-    await _consume(intake, "o-409", "crm.order.submitted", order_submitted("o-409", subscription("li-1")))
-    runner = StepRunner(pool=pool, client=provider.client, clock=SystemClock(), status_topic="status")
-    await runner.run_order_step("o-409")
-    workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = 'o-409'")
-    await runner.run_workflow_step(workflow_id)
+    runner, workflow_id = await _in_the_cart(provider, "o-409")
     provider_order_id = await pool.fetchval("SELECT provider_order_id FROM orders WHERE order_id = 'o-409'")
     answer = await provider.client.send(
         Requests.submit_order(provider_order_id, {}, idempotency_key="elsewhere")
