@@ -281,7 +281,7 @@ class CrmIntake:
             if row.current == LineItemState.CANCELLING:
                 continue  # already compensating: a second cancel changes nothing
             context = {"cancel_reason": str(data.reason), "cancel_comment": data.comment or None}
-            await self._journal.transition(
+            outcome = await self._journal.transition(
                 conn,
                 row,
                 Move("cancel", context=context),
@@ -289,3 +289,17 @@ class CrmIntake:
                 cause=cause,
                 details={"reason": str(data.reason)},
             )
+            if not isinstance(outcome, Transitioned):
+                # Too late (already activated or completed): kept on the workflow, so the operator
+                # and the reliability oracle can tell a cancellation that came late from one lost.
+                log.warning(
+                    "cancellation refused",
+                    order_id=row.order_id,
+                    line_item_id=row.line_item_id,
+                    state=row.current,
+                    reason=outcome.reason,
+                )
+                row.context.refused_cancellations.append(
+                    {"cause": cause, "state": row.current, "reason": outcome.reason, "at": now.isoformat()}
+                )
+                await store.save(conn, row)

@@ -112,6 +112,31 @@ def control_router(rt: Runtime) -> APIRouter:  # noqa: C901 - one flat closure p
         wanted = request.query_params.get("type")
         return ok({"events": [e for e in rt.webhooks.events if wanted is None or e["type"] == wanted]})
 
+    @router.get("/entities")
+    async def entities() -> Response:
+        """Everything the provider holds now, for a checker to compare the orchestrator against."""
+        world = rt.world
+        return ok(
+            {
+                "orders": [
+                    {
+                        "orderId": order_id,
+                        "state": order["state"],
+                        "lineItemIds": sorted(world.order_items.get(order_id, {})),
+                        "createdEntities": order["createdEntities"],
+                    }
+                    for order_id, order in world.orders.items()
+                ],
+                "subscriptions": list(world.subscriptions.values()),
+                "licenses": list(world.licenses.values()),
+                "addons": [addon for addons in world.addons.values() for addon in addons],
+                "ports": [
+                    {"subscriptionId": sub_id, "msisdn": port.get("msisdn"), "status": port.get("status")}
+                    for sub_id, port in world.ports.items()
+                ],
+            }
+        )
+
     @router.get("/stats")
     async def stats() -> Response:
         return ok(

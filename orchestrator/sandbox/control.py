@@ -65,6 +65,11 @@ class SandboxControl:
         events: list[dict[str, Any]] = (await self._call("GET", "/events", params=params))["events"]
         return events
 
+    async def entities(self) -> dict[str, list[dict[str, Any]]]:
+        """The provider's orders, subscriptions, licenses, add-ons and ports as they are now."""
+        result: dict[str, list[dict[str, Any]]] = await self._call("GET", "/entities")
+        return result
+
     async def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", "/stats")
         return result

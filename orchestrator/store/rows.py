@@ -31,6 +31,8 @@ class WorkflowContext:
     compensation_error: dict[str, Any] | None = None
     # Amendments the machine refused (e.g. after submit), so `workflows show` tells the CRM tried.
     refused_amendments: list[dict[str, Any]] = field(default_factory=list)
+    # Cancellations that came after the item settled (`activated`, `completed`): nothing to undo.
+    refused_cancellations: list[dict[str, Any]] = field(default_factory=list)
     # Porting details the CRM corrected, to send to the provider while the port is in progress
     # (`porting_update_due`), or to request the port again with after the donor rejected it
     # (`port_request_due`). The step that sends them reports the amendment's outcome.

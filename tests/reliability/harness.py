@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
@@ -50,8 +51,17 @@ class Rig:
     sandbox: RunningSandbox
     control: SandboxControl
     log_dir: Path
+    catalog: Catalog
     workers: list[WorkerProcess] = field(default_factory=list)
     restarts: int = 0
+
+    async def publish(self, messages: list[Message]) -> None:
+        """Set the sandbox's port plans the messages carry, then publish them (the CRM's side)."""
+        for message in messages:
+            if message.port_plan is not None:
+                msisdn, outcome, delay_s = message.port_plan
+                await self.control.port_plan(msisdn, outcome=outcome, delay_s=delay_s)
+        await _publish(self.settings, messages)
 
     def worker(self, *, fault_point: str | None = None, webhook_port: int | None = None) -> WorkerProcess:
         """Start one more `orchestrator run` process."""
@@ -89,9 +99,16 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    *, kafka: LocalKafka, database_url: str, log_dir: Path, seed: int = 7, webhook_port: int | None = None
+    *,
+    kafka: LocalKafka,
+    database_url: str,
+    log_dir: Path,
+    seed: int = 7,
+    webhook_port: int | None = None,
+    leases: int = 20,
 ) -> AsyncIterator[Rig]:
-    """Topics of their own, a migrated database (given), and a fast sandbox delivering webhooks."""
+    """Topics of their own, a migrated database (given), and a fast sandbox delivering webhooks,
+    holding a catalog of provider entities (and `leases` pool numbers) for the traffic to use."""
     suffix = uuid.uuid4().hex[:8]
     topics = KafkaSettings(
         bootstrap_servers=kafka.bootstrap_servers,
@@ -137,7 +154,10 @@ async def rig(
             webhook=WebhookSettings(port=port, api_key=SecretStr(WEBHOOK_KEY)),
         )
         async with SandboxControl(base_url=sandbox.base_url, api_key=SANDBOX_KEY) as control:
-            running = Rig(settings=settings, sandbox=sandbox, control=control, log_dir=log_dir)
+            catalog = await prepare_catalog(sandbox.base_url, leases=leases)
+            running = Rig(
+                settings=settings, sandbox=sandbox, control=control, log_dir=log_dir, catalog=catalog
+            )
             try:
                 yield running
             finally:
@@ -237,6 +257,68 @@ class Message:
     key: str
     value: bytes
     headers: list[tuple[str, bytes]] = field(default_factory=lambda: list(STRUCTURED))
+    # (msisdn, outcome, delay_s): what the sandbox does with this port-in; set by `Rig.publish`
+    port_plan: tuple[str, str, float | None] | None = None
+
+
+@dataclass
+class Catalog:
+    """Provider entities that exist before the run (as they would for a real operator's customers),
+    for the line item types that change one: TOP_UP, ADD_ON and the *_CHANGE types; and numbers the
+    CRM leased from the pool, each used once."""
+
+    subscriptions: list[str] = field(default_factory=list)  # ACTIVATED
+    licenses: list[str] = field(default_factory=list)
+    addons: list[tuple[str, str]] = field(default_factory=list)  # (subscriptionId, subscriptionAddonId)
+    leases: list[tuple[str, str, str]] = field(default_factory=list)  # (msisdn, leaseToken, expiresAt)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.subscriptions and self.licenses and self.addons)
+
+
+async def prepare_catalog(base_url: str, *, leases: int) -> Catalog:
+    """Two activated subscriptions (one add-on each) and a license through one provider order of
+    the sandbox's own, and `leases` numbers leased from its pool: the CRM's world before the run."""
+    catalog = Catalog()
+    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": SANDBOX_KEY}, timeout=10) as http:
+
+        async def call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+            headers = {"X-Idempotency-Key": f"catalog-{uuid.uuid4()}"} if method != "GET" else {}
+            answer = await http.request(method, path, json=body, headers=headers)
+            answer.raise_for_status()
+            return answer.json()
+
+        items = [
+            {"type": "SUBSCRIPTION", "lineItemId": "catalog-sub-1", "productOfferingId": "mobile-plan-basic"},
+            {"type": "SUBSCRIPTION", "lineItemId": "catalog-sub-2", "productOfferingId": "mobile-plan-basic"},
+            {"type": "LICENSE", "lineItemId": "catalog-lic-1", "productOfferingId": "office-suite"},
+        ]
+        order = await call(
+            "POST", "/orders", {"customer": {"customerId": "cust-catalog"}, "lineItems": items}
+        )
+        await call("POST", f"/orders/{order['orderId']}/submit", {})
+        for _ in range(200):
+            order = await call("GET", f"/orders/{order['orderId']}")
+            if order["state"] == "COMPLETED":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the catalog order never completed: {order}")
+        created = order["createdEntities"]
+        catalog.subscriptions = [s["subscriptionId"] for s in created["subscriptions"]]
+        catalog.licenses = [lic["licenseId"] for lic in created["licenses"]]
+        for sub_id in catalog.subscriptions:
+            addon = await call("POST", f"/subscriptions/{sub_id}/addons", {"productOfferingId": "roaming-eu"})
+            catalog.addons.append((sub_id, addon["subscriptionAddonId"]))
+        while len(catalog.leases) < leases:
+            lease = await call("POST", "/inventory/lease-numbers", {"types": ["CELL"], "count": 10})
+            catalog.leases += [
+                (n["msisdn"], lease["leaseToken"], lease["expiresAt"]) for n in lease["numbers"]
+            ]
+    if not catalog.ready:
+        raise AssertionError(f"the catalog is incomplete: {catalog}")
+    return catalog
 
 
 def crm_event(event_type: str, data: dict[str, Any], *, event_id: str | None = None) -> bytes:
@@ -263,11 +345,11 @@ def _subscription(line_item_id: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-def _porting() -> dict[str, Any]:
+def _porting(passcode: str = "9911") -> dict[str, Any]:
     return {
         "details": {
             "accountNumber": "ACC-123456",
-            "passcode": "9911",
+            "passcode": passcode,
             "firstName": "Ada",
             "lastName": "Lovelace",
             "address": {"street1": "1 Main St", "city": "Springfield", "zip": "12345", "country": "US"},
@@ -275,58 +357,162 @@ def _porting() -> dict[str, Any]:
     }
 
 
-KINDS = ("assigned", "port", "temp_port", "mixed", "cancel", "amend", "duplicate", "poison", "dup_order")
+KINDS = (
+    "assigned",
+    "port",
+    "temp_port",
+    "mixed",
+    "cancel",
+    "amend",
+    "duplicate",
+    "poison",
+    "dup_order",
+    "bundle",
+    "extras",
+    "leased",
+    "port_rejected",
+    "port_corrected",
+    "partial_cancel",
+)
+"""Every kind of order the traffic has: each line item type, each number choice, the exception
+paths (a rejected port, a corrected port, cancellations, amendments) and bad input."""
+CATALOG_KINDS = frozenset({"extras", "leased"})
+# Ends `failed` by design (the sandbox's plan rejects the port): the oracle expects it.
+EXPECTED_FAILURES = frozenset({"port_rejected"})
 
 
 def order_messages(
-    rng: random.Random, count: int, *, prefix: str, kinds: tuple[str, ...] = KINDS
+    rng: random.Random,
+    count: int,
+    *,
+    prefix: str,
+    kinds: tuple[str, ...] = KINDS,
+    catalog: Catalog | None = None,
 ) -> list[Message]:
-    """`count` orders of random kinds, every event of an order in the order the CRM would send it."""
+    """`count` orders of random kinds, every event of an order in the order the CRM would send it.
+    The kinds in `CATALOG_KINDS` need the rig's `catalog` (`leased` uses up one lease each)."""
     messages: list[Message] = []
     for n in range(count):
         kind = rng.choice(kinds)
         order_id = f"{prefix}-{n}-{kind}"
         msisdn = f"+1555{rng.randrange(10**7):07d}"
-
-        def submitted(*items: dict[str, Any], event_id: str | None = None, oid: str = order_id) -> Message:
-            data = {"orderId": oid, "customer": {"customerId": f"cust-{oid}"}, "lineItems": list(items)}
-            return Message(oid, crm_event("crm.order.submitted", data, event_id=event_id))
-
-        if kind == "assigned":
-            messages.append(submitted(_subscription("li-1")))
-        elif kind == "port":
-            messages.append(submitted(_subscription("li-1", msisdn=msisdn, porting=_porting())))
-        elif kind == "temp_port":
-            messages.append(
-                submitted(_subscription("li-1", msisdn=msisdn, porting=_porting(), tempNumber=True))
-            )
-        elif kind == "mixed":
-            license_item = {"type": "LICENSE", "lineItemId": "li-lic", "productOfferingId": "office-suite"}
-            messages.append(submitted(_subscription("li-1"), license_item))
-        elif kind == "cancel":
-            messages.append(
-                submitted(_subscription("li-1"), _subscription("li-2", msisdn=msisdn, porting=_porting()))
-            )
-            data = {"orderId": order_id, "reason": "NO_NEED"}
-            messages.append(Message(order_id, crm_event("crm.order.cancelled", data)))
-        elif kind == "amend":
-            messages.append(submitted(_subscription("li-1")))
-            update = {
-                "orderId": order_id,
-                "lineItem": _subscription("li-1", productOfferingId="mobile-plan-max"),
-            }
-            messages.append(Message(order_id, crm_event("crm.order.line_item.updated", update)))
-        elif kind == "duplicate":
-            event_id = str(uuid.uuid4())
-            messages += [submitted(_subscription("li-1"), event_id=event_id)] * 2
-        elif kind == "poison":
-            messages.append(Message(order_id, b"\xff{not json" + rng.randbytes(8)))
-        elif kind == "dup_order":
-            messages += [submitted(_subscription("li-1")), submitted(_subscription("li-1"))]
+        if kind in CATALOG_KINDS and (catalog is None or not catalog.ready):
+            raise ValueError(f"kind {kind!r} needs the rig's catalog: order_messages(..., catalog=r.catalog)")
+        messages += _order(kind, order_id, msisdn, rng, catalog)
     return messages
 
 
+def _order(  # noqa: C901, PLR0911 - one flat branch per kind
+    kind: str, order_id: str, msisdn: str, rng: random.Random, catalog: Catalog | None
+) -> list[Message]:
+    def submitted(
+        *items: dict[str, Any],
+        event_id: str | None = None,
+        port_plan: tuple[str, str, float | None] | None = None,
+    ) -> Message:
+        data = {"orderId": order_id, "customer": {"customerId": f"cust-{order_id}"}, "lineItems": list(items)}
+        return Message(
+            order_id, crm_event("crm.order.submitted", data, event_id=event_id), port_plan=port_plan
+        )
+
+    def updated(item: dict[str, Any]) -> Message:
+        return Message(
+            order_id, crm_event("crm.order.line_item.updated", {"orderId": order_id, "lineItem": item})
+        )
+
+    def cancelled(*line_item_ids: str) -> Message:
+        data: dict[str, Any] = {"orderId": order_id, "reason": "NO_NEED"}
+        if line_item_ids:
+            data["lineItemIds"] = list(line_item_ids)
+        return Message(order_id, crm_event("crm.order.cancelled", data))
+
+    if kind == "assigned":
+        return [submitted(_subscription("li-1"))]
+    if kind == "port":
+        return [submitted(_subscription("li-1", msisdn=msisdn, porting=_porting()))]
+    if kind == "temp_port":
+        return [submitted(_subscription("li-1", msisdn=msisdn, porting=_porting(), tempNumber=True))]
+    if kind == "mixed":
+        license_item = {"type": "LICENSE", "lineItemId": "li-lic", "productOfferingId": "office-suite"}
+        return [submitted(_subscription("li-1"), license_item)]
+    if kind == "cancel":
+        ported = _subscription("li-2", msisdn=msisdn, porting=_porting())
+        return [submitted(_subscription("li-1"), ported), cancelled()]
+    if kind == "amend":
+        return [
+            submitted(_subscription("li-1")),
+            updated(_subscription("li-1", productOfferingId="mobile-plan-max")),
+        ]
+    if kind == "duplicate":
+        return [submitted(_subscription("li-1"), event_id=str(uuid.uuid4()))] * 2
+    if kind == "poison":
+        return [Message(order_id, b"\xff{not json" + rng.randbytes(8))]
+    if kind == "dup_order":
+        return [submitted(_subscription("li-1")), submitted(_subscription("li-1"))]
+    if kind == "bundle":
+        return [
+            submitted(
+                _subscription("li-1"),
+                {"type": "LICENSE", "lineItemId": "li-lic", "productOfferingId": "office-suite"},
+                {"type": "EXTERNAL_ITEM", "lineItemId": "li-ext", "description": "SIM card shipping",
+                 "amount": "4.90", "currency": "SEK"},
+                {"type": "EXTERNAL_PRODUCT", "lineItemId": "li-phone", "externalProductId": "phone-x"},
+            )
+        ]  # fmt: skip
+    if kind == "extras":
+        assert catalog is not None
+        sub = rng.choice(catalog.subscriptions)
+        addon_sub, addon = rng.choice(catalog.addons)
+        return [
+            submitted(
+                {"type": "TOP_UP", "lineItemId": "li-top", "productOfferingId": "topup-5gb",
+                 "subscriptionId": sub},
+                {"type": "ADD_ON", "lineItemId": "li-add", "productOfferingId": "roaming-us",
+                 "subscriptionId": sub},
+                {"type": "SUBSCRIPTION_CHANGE", "lineItemId": "li-subchg", "subscriptionId": sub,
+                 "productOfferingId": rng.choice(["mobile-plan-max", "mobile-plan-basic"])},
+                {"type": "LICENSE_CHANGE", "lineItemId": "li-licchg",
+                 "licenseId": rng.choice(catalog.licenses),
+                 "productOfferingId": rng.choice(["office-suite", "office-suite-pro"])},
+                {"type": "ADD_ON_CHANGE", "lineItemId": "li-addchg", "subscriptionId": addon_sub,
+                 "subscriptionAddonId": addon,
+                 "productOfferingId": rng.choice(["roaming-eu", "roaming-world"])},
+            )
+        ]  # fmt: skip
+    if kind == "leased":
+        assert catalog is not None
+        if not catalog.leases:
+            raise ValueError("the catalog has no leased numbers left: give the rig more (rig(leases=N))")
+        number, token, expires = catalog.leases.pop(0)
+        return [submitted(_subscription("li-1", msisdn=number, leaseToken=token, leaseExpiresAt=expires))]
+    if kind == "port_rejected":
+        item = _subscription("li-1", msisdn=msisdn, porting=_porting(), tempNumber=rng.random() < 0.5)
+        return [submitted(item, port_plan=(msisdn, "FAILED", None))]
+    if kind == "port_corrected":
+        # The port takes a while, so the correction usually lands while it is in progress (after a
+        # crash also before submit, or once activated: each has its own answer, all end activated).
+        temp = rng.random() < 0.5
+        item = _subscription("li-1", msisdn=msisdn, porting=_porting(), tempNumber=temp)
+        corrected = _subscription("li-1", msisdn=msisdn, porting=_porting("4242"), tempNumber=temp)
+        return [submitted(item, port_plan=(msisdn, "COMPLETED", 2.0)), updated(corrected)]
+    if kind == "partial_cancel":
+        ported = _subscription("li-2", msisdn=msisdn, porting=_porting())
+        return [
+            submitted(_subscription("li-1"), ported, port_plan=(msisdn, "COMPLETED", 3.0)),
+            cancelled("li-2"),
+        ]
+    raise ValueError(f"unknown traffic kind {kind!r}; known: {', '.join(KINDS)}")
+
+
 async def publish(settings: Settings, messages: list[Message]) -> None:
+    """Publish CRM records. Messages carrying a port plan need `Rig.publish`, which sets it first."""
+    planned = [m.key for m in messages if m.port_plan is not None]
+    if planned:
+        raise ValueError(f"orders {planned[:3]} carry sandbox port plans: publish them with Rig.publish")
+    await _publish(settings, messages)
+
+
+async def _publish(settings: Settings, messages: list[Message]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_idempotence=True)
     try:
         await producer.start()
