@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -44,6 +46,11 @@ def _parse(model: type[_M], body: Any) -> _M:
             for err in exc.errors()
         ]
         raise ApiError(400, "validation_error", "invalid control request", details=problems) from exc
+
+
+def details_digest(details: dict[str, Any]) -> str:
+    """sha256 of porting details as canonical JSON: comparable, and no secret in the answer."""
+    return hashlib.sha256(json.dumps(details, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def control_router(rt: Runtime) -> APIRouter:  # noqa: C901 - one flat closure per route
@@ -130,8 +137,14 @@ def control_router(rt: Runtime) -> APIRouter:  # noqa: C901 - one flat closure p
                 "subscriptions": list(world.subscriptions.values()),
                 "licenses": list(world.licenses.values()),
                 "addons": [addon for addons in world.addons.values() for addon in addons],
+                # The details themselves are secrets: a digest tells which ones the port holds.
                 "ports": [
-                    {"subscriptionId": sub_id, "msisdn": port.get("msisdn"), "status": port.get("status")}
+                    {
+                        "subscriptionId": sub_id,
+                        "msisdn": port.get("msisdn"),
+                        "status": port.get("status"),
+                        "detailsDigest": details_digest(port.get("details") or {}),
+                    }
                     for sub_id, port in world.ports.items()
                 ],
             }

@@ -476,8 +476,17 @@ class World:
             self.emit("subscription.updated", sub, at)
         elif kind == "LICENSE_CHANGE":
             self.licenses[item["licenseId"]]["productOfferingId"] = item["productOfferingId"]
-            self.ledger.effect("license.offering_changed", item["licenseId"], at=at)
+            self.ledger.effect(
+                "license.offering_changed",
+                item["licenseId"],
+                at=at,
+                productOfferingId=item["productOfferingId"],
+            )
         elif kind == "ADD_ON_CHANGE":
+            sub = self.subscription(str(item["subscriptionId"]))
+            for addon in self.addons.get(sub["subscriptionId"], []):
+                if addon["subscriptionAddonId"] == item["subscriptionAddonId"]:
+                    addon.update(productOfferingId=item["productOfferingId"], updatedAt=iso(at))
             self.ledger.effect(
                 "addon.offering_changed",
                 str(item["subscriptionAddonId"]),

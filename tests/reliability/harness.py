@@ -554,7 +554,7 @@ async def progress(settings: Settings) -> Progress:
         committed, ends = await group_offsets(
             kafka.bootstrap_servers, kafka.consumer_group, [kafka.orders_topic, kafka.connect_events_topic]
         )
-    except (KafkaError, OSError):  # no group yet, or the broker is away: not drained, ask again
+    except (KafkaError, OSError, TimeoutError):  # no group yet, broker away: not drained, ask again
         return Progress(workflows=total, unsettled=unsettled, unpublished=unpublished, unconsumed=-1)
     unconsumed = sum(max(0, end - committed.get(tp, 0)) for tp, end in ends.items())
     return Progress(workflows=total, unsettled=unsettled, unpublished=unpublished, unconsumed=unconsumed)

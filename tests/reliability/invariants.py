@@ -40,8 +40,17 @@ from orchestrator.events import InvalidEventError, decode_crm_event
 from orchestrator.machines import TERMINAL_STATES, machine_for
 from orchestrator.sandbox import SandboxControl
 from orchestrator.settings import KafkaSettings
+from tests.reliability.oracle import OUTCOME, PROVIDER, check_outcomes
 
-INVARIANTS = ("settled", "effects_once", "status_gap_free", "consumed_accounted", "transitions_valid")
+INVARIANTS = (
+    "settled",
+    "effects_once",
+    "status_gap_free",
+    "consumed_accounted",
+    "transitions_valid",
+    OUTCOME,
+    PROVIDER,
+)
 SETTLED_STATES = TERMINAL_STATES | {"failed"}
 LINE_ITEM_EVENT = "provisioning.line_item.state_changed"
 ORDER_EVENT = "provisioning.order.state_changed"
@@ -85,6 +94,9 @@ class Observations:
     dlq: list[Record]
     effects: list[dict[str, Any]]
     crm_topic: str = "crm.orders.v1"
+    # The provider's orders, subscriptions, licenses, add-ons and ports (`/_sandbox/entities`).
+    entities: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    scenario: dict[str, Any] = field(default_factory=dict)  # the sandbox's switches and port plans
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,8 @@ async def group_offsets(
             if consumer.assignment():
                 break
             await asyncio.sleep(0.05)
+        else:  # nothing assigned: no end offsets, so "all consumed" would hold vacuously
+            raise TimeoutError(f"no partition of {', '.join(topics)} was assigned within 10 s")
         ends = await consumer.end_offsets(sorted(consumer.assignment()))
     finally:
         await consumer.stop()
@@ -207,7 +221,12 @@ async def observe(*, database_url: str, kafka: KafkaSettings, control: SandboxCo
         await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
         workflows = [dict(r) for r in await conn.fetch("SELECT * FROM workflows")]
         transitions = [dict(r) for r in await conn.fetch("SELECT * FROM transitions ORDER BY id")]
-        orders = [dict(r) for r in await conn.fetch("SELECT order_id, state, status_sequence FROM orders")]
+        orders = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT order_id, state, status_sequence, provider_order_id FROM orders"
+            )
+        ]
         inbox = [
             dict(r)
             for r in await conn.fetch('SELECT source, event_id, topic, partition, "offset" FROM inbox')
@@ -235,6 +254,8 @@ async def observe(*, database_url: str, kafka: KafkaSettings, control: SandboxCo
         dlq=dlq,
         effects=await control.ledger(kind="effect"),
         crm_topic=kafka.orders_topic,
+        entities=await control.entities(),
+        scenario=await control.scenario(),
     )
 
 
@@ -253,6 +274,8 @@ def check(obs: Observations) -> Report:
     _check_status(obs, report)
     _check_consumed(obs, report)
     _check_transitions(obs, report)
+    check_outcomes(obs, report)
+    _check_something_read(obs, report)
     report.facts = {
         "orders": len(obs.orders),
         "line_items": len(obs.workflows),
@@ -266,6 +289,20 @@ def check(obs: Observations) -> Report:
     return report
 
 
+def _check_something_read(obs: Observations, report: Report) -> None:
+    """Fail closed: a run whose evidence is missing must not pass because nothing was there to check."""
+    if not obs.workflows:
+        report.add("settled", "run", "no line items at all: nothing was checked")
+    if not any(r.topic == obs.crm_topic for r in obs.consumed):
+        report.add("consumed_accounted", "run", f"nothing was read from {obs.crm_topic}")
+    if not obs.end_offsets:
+        report.add("consumed_accounted", "run", "no end offsets: no partition was read")
+    if obs.workflows and not obs.status:
+        report.add("status_gap_free", "run", "nothing was read from the status topic")
+    if obs.workflows and not (obs.effects and obs.entities):
+        report.add("provider_agrees", "run", "the provider's ledger or entities were not read")
+
+
 def _check_settled(obs: Observations, report: Report) -> None:
     for w in obs.workflows:
         report.checked["settled"] += 1
@@ -277,15 +314,55 @@ def _item(w: Mapping[str, Any]) -> str:
     return f"{w['order_id']}/{w['line_item_id']}"
 
 
-# Effects that may happen at most once per line item (or per entity), keyed by what identifies it.
+# What identifies each provider effect that may happen at most once (fields of the entry; `entityId`
+# or a field of its data). Every effect the sandbox records is listed here or in `_REPEATABLE`:
+# an effect in neither is reported, so a new one cannot slip past unchecked.
 _ONCE_PER: dict[str, tuple[str, ...]] = {
+    "order.created": ("entityId",),
+    "order.submitted": ("entityId",),
+    "order.processing": ("entityId",),
+    "order.completed": ("entityId",),
+    "order.cancelled": ("entityId",),
+    "order.expired": ("entityId",),
     "line_item.added": ("entityId", "lineItemId"),
     "line_item.removed": ("entityId", "lineItemId"),
+    "line_item.fulfilled": ("entityId", "lineItemId"),
     "subscription.created": ("orderId", "lineItemId"),
-    "order.submitted": ("entityId",),
-    "order.cancelled": ("entityId",),
+    "subscription.activated": ("entityId",),
+    "subscription.activation_requested": ("entityId",),
     "subscription.cancel_scheduled": ("entityId",),
+    "subscription.cancelled": ("entityId",),
+    "number.leased": ("entityId",),  # the lease token
+    "number.assigned": ("entityId",),
+    "lease.used": ("entityId", "msisdn"),
+    "lease.expired": ("entityId",),
+    "activation.scheduled": ("entityId",),
+    "activation.late": ("entityId",),
+    "port.created": ("entityId",),
+    "port.completed": ("entityId",),
+    "temp_number.assigned": ("entityId",),
+    "msisdn.swapped": ("entityId",),
+    "license.created": ("entityId",),
+    "addon.added": ("entityId",),
+    "addon.activated": ("entityId",),
+    "topup.applied": ("entityId", "lineItemId", "idempotencyKey"),
 }
+# Effects that may recur for one entity, each still at most once per idempotency key (checked
+# below): a port's progress and outcome (a rejected port may be requested again), corrected
+# details, an amended cart item, and offering changes (several orders may change one entity).
+_REPEATABLE = frozenset(
+    {
+        "port.in_progress",
+        "port.scheduled",
+        "port.failed",
+        "port.requested_again",
+        "port.details_updated",
+        "line_item.updated",
+        "subscription.offering_changed",
+        "license.offering_changed",
+        "addon.offering_changed",
+    }
+)
 
 
 def _check_effects(obs: Observations, report: Report) -> None:
@@ -302,8 +379,16 @@ def _check_effects(obs: Observations, report: Report) -> None:
                 orders_created[key.removeprefix("order-").rsplit("-create_order-", 1)[0]] += 1
         fields = _ONCE_PER.get(e["effect"])
         if fields is not None:
-            values = tuple(str(e.get(f) if f == "entityId" else data.get(f)) for f in fields)
+            values = tuple(
+                str(e.get(f) if f in ("entityId", "idempotencyKey") else data.get(f)) for f in fields
+            )
             per_item[(e["effect"], *values)] += 1
+        elif e["effect"] not in _REPEATABLE:
+            report.add(
+                "effects_once",
+                e["entityId"],
+                f"effect {e['effect']!r} is not classified: once or repeatable?",
+            )
     for (effect, entity, key, _), n in per_key.items():
         if n > 1:
             report.add("effects_once", entity, f"{effect} applied {n} times under key {key}")

@@ -17,6 +17,7 @@ from tests.reliability.invariants import Observations, Record, check
 CRM = "crm.orders.v1"
 WORKFLOW = uuid.UUID("00000000-0000-0000-0000-000000000001")
 EVENT_ID = "evt-1"
+MSISDN = "+15550000001"
 
 
 def _event(event_type: str, data: dict[str, object], offset: int) -> Record:
@@ -33,6 +34,7 @@ def _status(sequence: int, state: str, offset: int) -> Record:
         "workflowId": str(WORKFLOW),
         "sequence": sequence,
         "state": state,
+        "msisdn": MSISDN if state == "activated" else None,
     }
     return _event("provisioning.line_item.state_changed", data, offset)
 
@@ -70,13 +72,22 @@ def clean() -> Observations:
                 "state": "activated",
                 "sequence": 4,
                 "error": None,
+                "spec": {"type": "SUBSCRIPTION", "lineItemId": "li-1", "productOfferingId": "p"},
+                "context": {"subscription_id": "S1", "msisdn": MSISDN},
             }
         ],
         transitions=[
-            {"workflow_id": WORKFLOW, "sequence": i + 1, "event": e, "from_state": f, "to_state": t}
+            {
+                "workflow_id": WORKFLOW,
+                "sequence": i + 1,
+                "event": e,
+                "from_state": f,
+                "to_state": t,
+                "cause": "x",
+            }
             for i, (e, f, t) in enumerate(PATH)
         ],
-        orders=[{"order_id": "o-1", "state": "activated", "status_sequence": 1}],
+        orders=[{"order_id": "o-1", "state": "activated", "status_sequence": 1, "provider_order_id": "P1"}],
         inbox=[
             {"source": "urn:crm:reliability", "event_id": EVENT_ID, "topic": CRM, "partition": 0, "offset": 0}
         ],
@@ -105,8 +116,22 @@ def clean() -> Observations:
                 "idempotencyKey": None,
                 "data": {"orderId": "P1", "lineItemId": "li-1"},
             },
+            {
+                "effect": "line_item.fulfilled",
+                "entityId": "P1",
+                "idempotencyKey": None,
+                "data": {"lineItemId": "li-1", "type": "SUBSCRIPTION"},
+            },
         ],
         crm_topic=CRM,
+        entities={
+            "orders": [
+                {"orderId": "P1", "state": "COMPLETED", "lineItemIds": ["li-1"], "createdEntities": {}}
+            ],
+            "subscriptions": [
+                {"subscriptionId": "S1", "status": "ACTIVATED", "msisdn": MSISDN, "productOfferingId": "p"}
+            ],
+        },
     )
 
 

@@ -34,7 +34,7 @@ from orchestrator.faults import FAULT_POINTS
 from orchestrator.localstack import LocalStack, free_port, local_stack
 from orchestrator.logs import configure_logging
 from orchestrator.store import migrate
-from tests.reliability.harness import Message, Rig, WorkerProcess, drain, order_messages, publish, rig
+from tests.reliability.harness import Message, Rig, WorkerProcess, drain, order_messages, rig
 from tests.reliability.invariants import Report
 
 
@@ -102,10 +102,11 @@ class Soak:
             due = min(total, int(total * (time.monotonic() - started) / (deadline - started)) + 1)
             if due > sent:
                 if pending is None:
-                    count, pending = due - sent, order_messages(self.rng, due - sent, prefix=f"soak{sent}")
+                    count = due - sent
+                    pending = order_messages(self.rng, count, prefix=f"soak{sent}", catalog=self.rig.catalog)
                 messages = pending
                 try:
-                    await publish(self.rig.settings, messages)
+                    await self.rig.publish(messages)
                 except KafkaError:  # the broker is being restarted: the CRM retries, and so do we
                     self.tally.publish_retries += 1
                     await asyncio.sleep(1.0)
@@ -213,7 +214,11 @@ async def main(args: argparse.Namespace) -> int:
         async with local_stack(run_dir=run_dir / "stack") as stack:
             await migrate(stack.database_url)
             async with rig(
-                kafka=stack.kafka, database_url=stack.database_url, log_dir=run_dir / "logs", seed=args.seed
+                kafka=stack.kafka,
+                database_url=stack.database_url,
+                log_dir=run_dir / "logs",
+                seed=args.seed,
+                leases=args.orders // 10 + 10,  # `leased` is one kind in 15: enough for every draw
             ) as running:
                 soak = Soak(stack=stack, rig=running, args=args, rng=rng)
                 report = await soak.run()
