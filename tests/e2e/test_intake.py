@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -212,3 +213,38 @@ async def test_porting_secrets_are_erased_once_the_port_is_done(
     assert row["secrets"] is None
     assert "SECRET-ACCOUNT-77" not in row["spec"]
     assert all("SECRET-ACCOUNT-77" not in json.dumps(e) for e in status.events("o-secret"))
+
+
+async def test_a_cancellation_after_activation_is_refused_and_kept_on_the_workflow(
+    settings: Settings, worker: Worker, status: StatusEvents, control: SandboxControl
+) -> None:
+    """Too late to undo: the subscription stays live, nothing is sent to the provider, and the
+    workflow keeps the refusal (so the operator, and the reliability oracle, can tell a late
+    cancellation from a lost one)."""
+    await publish(
+        settings, "o-late", crm_event("crm.order.submitted", order_submitted("o-late", subscription("li-1")))
+    )
+    await status.until_settled("o-late", 1)
+    cancel_id = "evt-late-cancel"
+    cancel = crm_event("crm.order.cancelled", {"orderId": "o-late", "reason": "NO_NEED"}, event_id=cancel_id)
+    await publish(settings, "o-late", cancel)
+    conn = await asyncpg.connect(settings.database.url.get_secret_value())
+    try:
+        for _ in range(100):
+            context = json.loads(
+                await conn.fetchval("SELECT context::text FROM workflows WHERE order_id = 'o-late'")
+            )
+            if context.get("refused_cancellations"):
+                break
+            await asyncio.sleep(0.1)
+        state = await conn.fetchval("SELECT state FROM workflows WHERE order_id = 'o-late'")
+    finally:
+        await conn.close()
+    [refused] = context.get("refused_cancellations") or [None]
+    assert refused is not None, f"the late cancellation left no trace: {context}"
+    assert refused["cause"] == f"crm:{cancel_id}"
+    assert refused["state"] == "activated"
+    assert state == "activated"
+    assert status.states("o-late", "li-1")[-1] == "activated"
+    ledger = await control.ledger(kind="effect")
+    assert not [e for e in ledger if e["effect"].startswith(("subscription.cancel", "order.cancel"))]
