@@ -462,6 +462,7 @@ class World:
                 at=at,
                 productOfferingId=item["productOfferingId"],
                 lineItemId=item_id,
+                orderId=order_id,
             )
         elif kind == "SUBSCRIPTION_CHANGE":
             sub = self.subscription(str(item["subscriptionId"]))

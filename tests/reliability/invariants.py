@@ -345,7 +345,9 @@ _ONCE_PER: dict[str, tuple[str, ...]] = {
     "license.created": ("entityId",),
     "addon.added": ("entityId",),
     "addon.activated": ("entityId",),
-    "topup.applied": ("entityId", "lineItemId", "idempotencyKey"),
+    # per provider order's line item (the same subscription may be topped up by many orders);
+    # a top-up through the API instead has its idempotency key
+    "topup.applied": ("entityId", "orderId", "lineItemId", "idempotencyKey"),
 }
 # Effects that may recur for one entity, each still at most once per idempotency key (checked
 # below): a port's progress and outcome (a rejected port may be requested again), corrected
