@@ -8,10 +8,11 @@ reason: nothing here skips.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
 import asyncpg
@@ -20,12 +21,54 @@ from hypothesis import settings as hypothesis_settings
 
 from orchestrator.localstack import LocalStack, local_stack
 from orchestrator.store import migrate
+from tests import seeds
 
-# CI explores the same examples on every run (a red build must be reproducible); locally each run
-# draws fresh ones. A failure prints the blob that replays it either way.
-hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
-    hypothesis_settings.load_profile("ci")
+# Hypothesis draws from TEST_SEED (set as its --hypothesis-seed in pytest_configure below), so a run
+# explores the same examples on every machine until the seed changes: no example database, which
+# would replay a machine's own past failures first. A failure also prints the blob that replays
+# exactly that example (`@reproduce_failure`). Loaded here, before any test module builds settings.
+hypothesis_settings.register_profile("seeded", print_blob=True, database=None)
+hypothesis_settings.load_profile("seeded")
+_SEED = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Read TEST_SEED once and hand it to hypothesis's plugin (which configures after this)."""
+    try:
+        chosen = seeds.seed_from_env()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[_SEED] = chosen
+    if config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = str(chosen)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"{seeds.ENV_VAR}={config.stash[_SEED]} (hypothesis and the seed/rng fixtures draw from it)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test's report ends with the command that replays it with this run's seed."""
+    report = yield
+    if report.failed:
+        report.sections.append(("seed", seeds.rerun_hint(item.config.stash[_SEED], item.nodeid)))
+    return report
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """This run's TEST_SEED, for a randomised test to pass on (a sandbox's fault dice, a generator)."""
+    return request.config.stash[_SEED]
+
+
+@pytest.fixture
+def rng(seed: int) -> random.Random:
+    """A random source of the test's own, seeded with TEST_SEED: the same draws on every run with it."""
+    return random.Random(seed)
 
 
 def replace_database(url: str, database: str) -> str:

@@ -1,12 +1,16 @@
 """Exactly-once effects under faults: with ~20 % of mutating calls failing (5xx, timeouts, lost
-responses), a client retrying with the same key and bytes applies every effect once."""
+responses), a client retrying with the same key and bytes applies every effect once. Which calls
+fail (the sandbox's dice) and the retry jitter come from TEST_SEED."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
 
 from orchestrator.connect import (
     ConnectClient,
@@ -16,13 +20,24 @@ from orchestrator.connect import (
     RetryPolicy,
     SubscriptionLineItem,
 )
-from orchestrator.sandbox import SandboxControl
+from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
+from tests.connect.conftest import API_KEY
 
 ORDERS = 10
 
 
+@pytest.fixture
+async def sandbox(seed: int) -> AsyncIterator[RunningSandbox]:
+    """The package's sandbox (frozen clock), its fault dice seeded from TEST_SEED."""
+    config = SandboxConfig(
+        api_key=API_KEY, seed=seed, clock_speed=0, start_at=datetime(2030, 3, 1, tzinfo=UTC)
+    )
+    async with run_sandbox(config) as running:
+        yield running
+
+
 async def test_each_effect_exactly_once_under_faults(
-    control: SandboxControl, config_for: Callable[..., ConnectConfig]
+    control: SandboxControl, config_for: Callable[..., ConnectConfig], rng: random.Random
 ) -> None:
     await control.faults(
         {"match": "POST *", "kind": "error", "status": 503, "probability": 0.07},
@@ -30,7 +45,7 @@ async def test_each_effect_exactly_once_under_faults(
         {"match": "POST *", "kind": "lost_response", "status": 0, "probability": 0.03},
         {"match": "POST *", "kind": "latency", "latencyMs": 300, "probability": 0.06},
     )
-    policy = RetryPolicy(max_attempts=25, base_delay_s=0.05, max_delay_s=0.2, rng=random.Random(3))
+    policy = RetryPolicy(max_attempts=25, base_delay_s=0.05, max_delay_s=0.2, rng=rng)
     config = config_for(read_timeout_s=0.15, total_timeout_s=0.2)
 
     async def provision(client: ConnectClient, n: int) -> str:
