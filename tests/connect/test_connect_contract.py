@@ -48,6 +48,7 @@ from orchestrator.connect import (
     UpdatePortingRequest,
 )
 from orchestrator.sandbox import RunningSandbox, SandboxControl
+from tests.kafka.support import wait_until
 
 CUSTOMER = {"customerId": "cust-9"}
 
@@ -201,11 +202,21 @@ async def test_each_error_class(
     with pytest.raises(ProviderUnavailable):
         await client.get_order(empty.order_id)
 
-    await control.faults({"match": "POST /orders", "kind": "latency", "latencyMs": 400, "times": 1})
+    await control.faults({"match": "POST /orders", "kind": "latency", "latencyMs": 1000, "times": 1})
+    keys_before = (await control.stats())["idempotencyKeys"]
     slow = asyncio.ensure_future(
         client.create_order(CreateOrderRequest(customer=CUSTOMER), idempotency_key="slow")
     )
-    await asyncio.sleep(0.1)
+
+    async def slow_holds_its_key() -> bool:
+        assert not slow.done(), "the slow create_order was answered before a second send could overlap it"
+        return bool((await control.stats())["idempotencyKeys"] > keys_before)
+
+    # The provider took the key and has not answered (it sits in the latency, inside the key's
+    # lock): a second send now overlaps the first.
+    await wait_until(
+        slow_holds_its_key, what="the slow create_order to take its idempotency key", timeout_s=5
+    )
     with pytest.raises(IdempotencyKeyLocked):
         await client.create_order(CreateOrderRequest(customer=CUSTOMER), idempotency_key="slow")
     await slow
@@ -228,14 +239,16 @@ async def test_each_error_class(
     assert limited.value.retry_after_s == 3
 
 
-async def test_retry_honours_retry_after(client: ConnectClient, control: SandboxControl) -> None:
+async def test_retry_honours_retry_after(
+    client: ConnectClient, control: SandboxControl, rng: random.Random
+) -> None:
     await control.faults({"match": "POST /orders", "kind": "rate_limit", "retryAfterS": 2, "times": 2})
     slept: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    policy = RetryPolicy(max_attempts=4, base_delay_s=0.01, sleep=fake_sleep, rng=random.Random(1))
+    policy = RetryPolicy(max_attempts=4, base_delay_s=0.01, sleep=fake_sleep, rng=rng)
     order = await client.create_order(
         CreateOrderRequest(customer=CUSTOMER), idempotency_key="ra", retry=policy
     )
