@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from orchestrator.sandbox import RunningSandbox, SandboxControl
 from orchestrator.settings import Settings
@@ -16,7 +18,6 @@ from orchestrator.worker import Worker
 from tests.e2e.conftest import SANDBOX_KEY, WEBHOOK_KEY
 from tests.e2e.support import (
     StatusEvents,
-    TopicReader,
     crm_event,
     effects,
     lease_number,
@@ -113,51 +114,101 @@ async def test_scheduled_port_in(
     assert date.fromisoformat(status.line_items("o-sched-port")["li-1"][-2]["scheduledActivationDate"])
 
 
+async def _connect_events_consumed(settings: Settings) -> bool:
+    """Every record on the connect-events topic is consumed: the worker's group committed past it."""
+    topic = settings.kafka.connect_events_topic
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    await consumer.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        ends = await consumer.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(settings.kafka.consumer_group)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    done = {tp: meta.offset for tp, meta in committed.items()}
+    return bool(partitions) and all(done.get(tp, 0) >= ends[tp] for tp in partitions)
+
+
+async def _settled_polls(
+    settings: Settings, conn: asyncpg.Connection, control: SandboxControl, workflow_id: object, sub_id: str
+) -> tuple[int, int]:
+    """Once every provider webhook is delivered and consumed and the workflow sleeps (its next poll
+    at least ten minutes away, nothing running): (polls the engine counted, the provider's reads
+    of the subscription)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        row = await conn.fetchrow(
+            """SELECT (w.context ->> 'polls')::int AS polls,
+                      bool_and(t.fired_at IS NULL AND t.due_at > now() + interval '10 minutes') AS asleep
+               FROM workflows w JOIN timers t ON t.workflow_id = w.workflow_id
+               WHERE w.workflow_id = $1 GROUP BY w.context""",
+            workflow_id,
+        )
+        delivered = all(e["delivered"] for e in await control.events())
+        if row is not None and row["asleep"] and delivered and await _connect_events_consumed(settings):
+            reads = [
+                e
+                for e in await control.ledger(kind="request")
+                if e["method"] == "GET" and e["path"] == f"/subscriptions/{sub_id}"
+            ]
+            return int(row["polls"] or 0), len(reads)
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"workflow {workflow_id} never settled: {row}, webhooks delivered: {delivered}"
+            )
+        await asyncio.sleep(0.2)
+
+
 async def test_a_webhook_delivered_twice_is_taken_once(
-    settings: Settings, worker: Worker, status: StatusEvents
+    settings: Settings, worker: Worker, status: StatusEvents, control: SandboxControl
 ) -> None:
-    await publish(
-        settings, "o-hook", crm_event("crm.order.submitted", order_submitted("o-hook", subscription("li-1")))
+    """A provider webhook is a hint: taken, it makes the workflows it names poll the provider now.
+    An item waiting days for its activation date polls once an hour, so each poll a webhook causes
+    is counted (the engine's `polls`, the provider's reads): the first delivery causes one, the
+    second, consumed afterwards, none."""
+    item = subscription("li-1", scheduleActivationAt=_in_days(3))
+    await publish(settings, "o-hook", crm_event("crm.order.submitted", order_submitted("o-hook", item)))
+    await status.wait_for(
+        lambda: "activation_scheduled" in status.states("o-hook", "li-1"), timeout_s=30, what="scheduled"
     )
-    await status.until_settled("o-hook", 1)
     before = status.states("o-hook", "li-1")
+    subscription_id = status.line_items("o-hook")["li-1"][-1]["subscriptionId"]
     event_id = str(uuid.uuid4())
     body = {
         "eventId": event_id,
         "type": "subscription.updated",
         "occurredAt": datetime.now(UTC).isoformat(),
-        "data": {
-            "subscriptionId": status.line_items("o-hook")["li-1"][-1]["subscriptionId"],
-            "status": "ACTIVATED",
-        },
+        "data": {"subscriptionId": subscription_id, "status": "PENDING"},
     }
     assert worker.webhook_url is not None
-    async with (
-        TopicReader(settings.kafka.bootstrap_servers, settings.kafka.connect_events_topic) as carried,
-        httpx.AsyncClient() as http,
-    ):
-        for _ in range(2):
-            answer = await http.post(worker.webhook_url, json=body, headers={"X-Api-Key": WEBHOOK_KEY})
-            assert answer.status_code == 200
-        await carried.wait_for(
-            lambda: (
-                sum(1 for r in carried.records if dict(r.headers).get("eventId") == event_id.encode()) == 2
-            ),
-            timeout_s=30,
-            what="both deliveries on the topic",
-        )
     conn = await asyncpg.connect(settings.database.url.get_secret_value())
     try:
-        for _ in range(100):
-            taken = await conn.fetchval(
-                "SELECT count(*) FROM inbox WHERE source = 'connect' AND event_id = $1", event_id
-            )
-            if taken:
-                break
-            await asyncio.sleep(0.1)
+        workflow_id = await conn.fetchval("SELECT workflow_id FROM workflows WHERE order_id = 'o-hook'")
+        polls, reads = await _settled_polls(settings, conn, control, workflow_id, subscription_id)
+        async with httpx.AsyncClient() as http:
+            first = await http.post(worker.webhook_url, json=body, headers={"X-Api-Key": WEBHOOK_KEY})
+            assert first.status_code == 200
+            taken = await _settled_polls(settings, conn, control, workflow_id, subscription_id)
+            assert taken[0] == polls + 1, f"the first delivery made the item poll {taken[0] - polls} times"
+            assert taken[1] > reads, "the first delivery's poll did not read the provider"
+            again = await http.post(worker.webhook_url, json=body, headers={"X-Api-Key": WEBHOOK_KEY})
+            assert again.status_code == 200
+            assert again.json()["offset"] > first.json()["offset"]  # the copy is on the topic too
+        after = await _settled_polls(settings, conn, control, workflow_id, subscription_id)
+        assert after == taken, (
+            f"the second delivery was taken too: (polls, provider reads) {taken} -> {after}"
+        )
+        inbox = await conn.fetchval(
+            "SELECT count(*) FROM inbox WHERE source = 'connect' AND event_id = $1", event_id
+        )
     finally:
         await conn.close()
-    assert taken == 1
+    assert inbox == 1
     assert status.states("o-hook", "li-1") == before
 
 
