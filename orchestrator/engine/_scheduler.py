@@ -66,6 +66,9 @@ class Scheduler(AsyncLifecycle):
         # Claims of failed steps whose release failed too (the database was away). Nobody else takes
         # a live worker's claims, so unless we put them back once Postgres returns, they are stranded.
         self._unreleased: set[int] = set()
+        # Steps running now, by (kind, target) -> asked again meanwhile: a twin claimed while its
+        # step runs here runs after it, never beside it (other workers do not claim it at all).
+        self._running: dict[tuple[str, str], bool] = {}
         self._listener: asyncpg.Connection | None = None
         self._state = RunState.NEW
         self.steps_run = 0
@@ -177,10 +180,7 @@ class Scheduler(AsyncLifecycle):
 
     async def _run(self, timer: asyncpg.Record) -> None:
         try:
-            if timer["kind"] == TimerKind.STEP:
-                await self._run_workflow_step(timer["workflow_id"], timer["order_id"])
-            elif timer["kind"] == TimerKind.ORDER_STEP:
-                await self._run_order_step(timer["order_id"])
+            await self._run_once_at_a_time(timer)
             self._finished.append(timer["id"])  # deleted with the next claim, in its statement
             self.steps_run += 1
         except Exception as exc:
@@ -195,6 +195,25 @@ class Scheduler(AsyncLifecycle):
         finally:
             self._slots.release()
             self._wake.set()
+
+    async def _run_once_at_a_time(self, timer: asyncpg.Record) -> None:
+        """Run the timer's step; if that step is already running here, have it run once more after."""
+        key = (str(timer["kind"]), str(timer["workflow_id"] or timer["order_id"]))
+        if key in self._running:
+            self._running[key] = True
+            return
+        self._running[key] = False
+        try:
+            while True:
+                if timer["kind"] == TimerKind.STEP:
+                    await self._run_workflow_step(timer["workflow_id"], timer["order_id"])
+                elif timer["kind"] == TimerKind.ORDER_STEP:
+                    await self._run_order_step(timer["order_id"])
+                if not self._running[key]:
+                    return
+                self._running[key] = False
+        finally:
+            del self._running[key]
 
     async def _retry_releases(self) -> None:
         for timer_id in sorted(self._unreleased):

@@ -99,6 +99,12 @@ stale AS (
 fresh AS (
     SELECT id FROM timers
     WHERE fired_at IS NULL AND due_at <= now()
+      -- One worker per step: while another worker (live, or dead until its claim is taken over)
+      -- holds a claim on this target, its pending twin waits, or both would send the same call
+      -- at once. Our own claims do not block: the scheduler runs a twin after the step in hand.
+      AND NOT EXISTS (SELECT 1 FROM timers c
+                      WHERE c.target = timers.target AND c.kind = timers.kind
+                        AND c.fired_at IS NOT NULL AND c.claimed_by IS DISTINCT FROM $1)
     ORDER BY due_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
