@@ -200,6 +200,7 @@ class Worker(AsyncLifecycle):
                 },
                 dead_letters=dead_letters,
                 client_id=kafka.client_id,
+                fault_kinds={kafka.orders_topic: "crm", kafka.connect_events_topic: "webhook"},
             )
         )
         if settings.webhook.api_key is not None:

@@ -116,18 +116,19 @@ async def prepare_intent(
 
 
 async def send(
-    client: ConnectClient, request: PreparedRequest, *, timeout_s: float | None = None
+    client: ConnectClient, request: PreparedRequest, *, step: str, timeout_s: float | None = None
 ) -> CallOutcome:
+    """One attempt of `step`'s request. A keyed (mutating) one passes the provider crash points."""
     effect = request.idempotency_key is not None  # reads (GET) are no effects: no crash points
     if effect:
-        faults.reach("provider.before_call")
+        faults.reach("provider.before_call", step)
     started = time.monotonic()
     try:
         response = await client.send(request, timeout_s=timeout_s)
     except ProviderError as exc:
         return CallOutcome(response=None, error=exc, latency_ms=int((time.monotonic() - started) * 1000))
     if effect:
-        faults.reach("provider.after_call")
+        faults.reach("provider.after_call", step)
     return CallOutcome(
         response=response, error=response.error, latency_ms=int((time.monotonic() - started) * 1000)
     )

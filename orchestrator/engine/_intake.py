@@ -95,8 +95,8 @@ class CrmIntake:
                 await self._updated(conn, event, now=now, cause=cause)
             elif isinstance(event, OrderCancelledEvent):
                 await self._cancelled(conn, event, now=now, cause=cause)
-            faults.reach("intake.before_commit")
-        faults.reach("intake.after_commit")
+            faults.reach("intake.before_commit", event.type)
+        faults.reach("intake.after_commit", event.type)
 
     async def _submitted(
         self, conn: asyncpg.Connection, event: OrderSubmittedEvent, *, now: datetime, cause: str

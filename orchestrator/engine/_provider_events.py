@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from orchestrator import faults
 from orchestrator.engine._clock import Clock
 from orchestrator.engine._errors import EventRejected
 from orchestrator.events import ProviderWebhookEvent
@@ -54,8 +55,10 @@ class ProviderEventIntake:
                     states=sorted(POLLING_STATES),
                 )
                 await schedule_steps(conn, targets, due_at=self._clock.now())
+                faults.reach("intake.before_commit", "webhook")
         except asyncpg.DataError as exc:  # e.g. NUL in a text field: this record fails so forever
             raise EventRejected("invalid_webhook", str(exc)[:500]) from exc
+        faults.reach("intake.after_commit", "webhook")
         log.debug("provider event", type=event.type, event_id=event.event_id, workflows=len(targets))
 
 

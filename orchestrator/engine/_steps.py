@@ -159,7 +159,7 @@ class StepRunner:
                 structlog.contextvars.bind_contextvars(order_id=row.order_id, line_item_id=row.line_item_id)
                 io = await self._advance(conn, order, row, chain)
                 if isinstance(io, _Send):
-                    faults.reach("step.before_intent_commit")
+                    faults.reach("step.before_intent_commit", io.plan.step)
         while io is not None:
             io = await self._perform(order_id, workflow_id, io, chain)
 
@@ -231,12 +231,12 @@ class StepRunner:
             if await self._apply(conn, row, decision, now=now, cause="poll", chain=chain):
                 nxt = await self._advance(conn, order, row, chain)
             if isinstance(nxt, _Send):
-                faults.reach("step.before_intent_commit")
+                faults.reach("step.before_intent_commit", nxt.plan.step)
         return nxt
 
     async def _after_send(self, order_id: str, workflow_id: uuid.UUID, io: _Send, chain: Chain) -> _Io | None:
         conflict = (io.plan.step, io.line_item_id)
-        async with self._sent(io.request, conflict=conflict) as (conn, outcome, now):
+        async with self._sent(io.request, step=io.plan.step, conflict=conflict) as (conn, outcome, now):
             locked = await store.lock_order_and_workflow(conn, order_id, workflow_id)
             if locked is None:
                 return None
@@ -268,21 +268,21 @@ class StepRunner:
                 judged = self._judge(row, io.plan.step, outcome) or io.plan.on_success(outcome.body())
             if await self._apply(conn, row, judged, now=now, cause=io.plan.step, chain=chain):
                 nxt = await self._advance(conn, order, row, chain)
-            faults.reach("step.before_outcome_commit")
-            if isinstance(nxt, _Send):
-                faults.reach("step.before_intent_commit")
-        faults.reach("step.after_outcome_commit")
+            faults.reach("step.before_outcome_commit", io.plan.step)
+            if isinstance(nxt, _Send):  # the chain's next intent shares this transaction
+                faults.reach("step.before_intent_commit", nxt.plan.step)
+        faults.reach("step.after_outcome_commit", io.plan.step)
         return nxt
 
     @contextlib.asynccontextmanager
     async def _sent(
-        self, request: PreparedRequest, *, conflict: tuple[str, str] | None = None
+        self, request: PreparedRequest, *, step: str, conflict: tuple[str, str] | None = None
     ) -> AsyncIterator[tuple[asyncpg.Connection, CallOutcome, datetime]]:
         """Send a stored intent (no transaction open), then open the transaction that records its
         outcome; the caller applies the outcome in it. With `conflict`, a 409 (the provider's
         `invalid_state`) is checked against provider state before that transaction opens."""
-        faults.reach("step.after_intent_commit")
-        outcome = await send(self._client, request, timeout_s=self._step_timeout_s)
+        faults.reach("step.after_intent_commit", step)
+        outcome = await send(self._client, request, step=step, timeout_s=self._step_timeout_s)
         if conflict is not None and outcome.error is not None and outcome.error.outcome is Outcome.RECONCILE:
             outcome = await self._read_conflict(request, *conflict, outcome)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -397,7 +397,7 @@ class StepRunner:
         return Snapshot(order=order, subscription=subscription, porting=porting)
 
     async def _get(self, request: PreparedRequest) -> dict[str, Any] | None:
-        outcome = await send(self._client, request, timeout_s=self._step_timeout_s)
+        outcome = await send(self._client, request, step="poll", timeout_s=self._step_timeout_s)
         if outcome.error is not None:
             log.info("provider read failed", path=request.path, code=outcome.error.code)
             return None
@@ -543,13 +543,13 @@ class StepRunner:
                 await self._order_success(conn, order, call, prepared.body, now=now)
                 return
             if not isinstance(prepared, KeyWindowPassed):
-                faults.reach("step.before_intent_commit")
+                faults.reach("step.before_intent_commit", step)
         if isinstance(prepared, KeyWindowPassed):
             await self._order_key_window_passed(order_id, call, prepared)
             return
         # A 409 on an order call (e.g. a submit the provider already took) is read like an item's.
         conflict = (step, call.item.line_item_id if call.item else "")
-        async with self._sent(prepared.request, conflict=conflict) as (conn, outcome, now):
+        async with self._sent(prepared.request, step=step, conflict=conflict) as (conn, outcome, now):
             order = await store.lock_order(conn, order_id)
             assert order is not None
             if outcome.superseded:
@@ -575,8 +575,8 @@ class StepRunner:
                 await self._fail_items(
                     conn, order_id, step, _failure(outcome.error, step, exhausted=False), now=now
                 )
-            faults.reach("step.before_outcome_commit")
-        faults.reach("step.after_outcome_commit")
+            faults.reach("step.before_outcome_commit", step)
+        faults.reach("step.after_outcome_commit", step)
 
     async def _leases_lapsed(
         self,

@@ -118,6 +118,8 @@ class EventConsumer(AsyncLifecycle):
 
     Use `async with EventConsumer(...) as consumer:` or `start()`/`stop()`. `dlq_topics` maps a
     source topic to its dead letter topic, e.g. `{"crm.orders.v1": "crm.orders.v1.dlq"}`.
+    `fault_kinds` names each topic's records for the offset-commit crash points (`faults.reach`),
+    e.g. `{"crm.orders.v1": "crm"}`; a topic left out is named by itself.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class EventConsumer(AsyncLifecycle):
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
+        fault_kinds: Mapping[str, str] | None = None,
     ) -> None:
         if not topics:
             raise ValueError("topics must not be empty")
@@ -148,6 +151,7 @@ class EventConsumer(AsyncLifecycle):
         self._topics = list(topics)
         self._handler = handler
         self._dlq_topics = dict(dlq_topics)
+        self._fault_kinds = dict(fault_kinds or {})
         self._client_id = client_id
         self._owns_dead_letters = dead_letters is None
         self._dead_letters = dead_letters or DeadLetterPublisher(
@@ -422,7 +426,9 @@ class EventConsumer(AsyncLifecycle):
         }
         if not offsets:
             return
-        faults.reach("consumer.before_offset_commit")
+        carried = sorted({self._fault_kinds.get(tp.topic, tp.topic) for tp in offsets})
+        for kind in carried:
+            faults.reach("consumer.before_offset_commit", kind)
         try:
             await self._consumer.commit(offsets)
         except (KafkaError, TimeoutError) as exc:
@@ -437,7 +443,8 @@ class EventConsumer(AsyncLifecycle):
         self.counters.commits += 1
         for tp, offset in offsets.items():
             by_tp[tp].committed = offset
-        faults.reach("consumer.after_offset_commit")
+        for kind in carried:
+            faults.reach("consumer.after_offset_commit", kind)
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))

@@ -250,7 +250,7 @@ class OutboxRelay(AsyncLifecycle):
             self.lag = NO_LAG
             return 0
         producer = await self._producer.ensure()
-        faults.reach("relay.before_publish")
+        faults.reach("relay.before_publish", "status")
         futures: list[asyncio.Future[Any]] = []
         refused: Exception | None = None
         for row in rows:
@@ -279,7 +279,7 @@ class OutboxRelay(AsyncLifecycle):
             if future.done() and not future.cancelled():
                 future.exception()
         if acked:
-            faults.reach("relay.after_publish")
+            faults.reach("relay.after_publish", "status")
             await mark_outbox_published(conn, acked, timeout_s=self._send_timeout_s)
             self.published += len(acked)
         left = batch.lag.unpublished - len(acked)  # as of the batch read; later inserts count next round

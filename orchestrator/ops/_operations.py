@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from orchestrator import faults
 from orchestrator.connect import ConnectClient, Requests
 from orchestrator.engine import Clock, ConnectReader, Journal, ProviderReader, SystemClock
 from orchestrator.ops import _audit
@@ -221,6 +222,8 @@ class Operations:
                 )
                 result = await act(conn, audit_id)
                 await _audit.finish(conn, audit_id, outcome=result, now=self._clock.now())
+                faults.reach("operator.before_commit", action)
+            faults.reach("operator.after_commit", action)
         return {"audit_id": audit_id, **result}
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from orchestrator import faults
 from orchestrator.engine import (
     Action,
     Call,
@@ -461,6 +462,8 @@ async def execute_replay(
                     now=now(),
                 )
             )
+            faults.reach("operator.before_commit", "replay")
+        faults.reach("operator.after_commit", "replay")
     return results
 
 

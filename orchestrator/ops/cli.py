@@ -54,11 +54,14 @@ ActorOpt = Annotated[str | None, typer.Option("--actor", help="Who is acting (de
 
 def _run(action: Callable[[Any], Awaitable[_T]]) -> _T:
     """Load settings, open `Operations`, run `action(ops)`; map errors to exit codes."""
-    from orchestrator.ops import OpsError, open_operations  # noqa: PLC0415 - keep --help fast
+    from orchestrator import faults  # noqa: PLC0415 - keep --help fast
+    from orchestrator.ops import OpsError, open_operations  # noqa: PLC0415
     from orchestrator.settings import load_settings  # noqa: PLC0415
 
     async def main() -> _T:
-        async with open_operations(load_settings()) as ops:
+        settings = load_settings()
+        faults.arm(settings.fault_point)  # test-only crash points, as in `orchestrator run`
+        async with open_operations(settings) as ops:
             return await action(ops)
 
     try:
