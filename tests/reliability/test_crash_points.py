@@ -14,8 +14,9 @@ How each pair is reached, deterministically:
 
 - Each worker incarnation runs under one worker id, so a restarted worker frees what its
   predecessor claimed at once: a death at a step point costs a process start. It is armed at every
-  step pair not yet hit (`point@kind:1`, comma separated): the step it died in is retried and dies
-  at that kind's next point, so one provider call walks its six points in six incarnations.
+  step pair not yet hit (`point@kind:1`, comma separated) and runs one step at a time: the step it
+  died in is retried and dies at that kind's next point, so one provider call walks its six points
+  in six incarnations.
 - Work reaching a kind is made on purpose: a provider cart held open by one slow add while the CRM
   amends one item, cancels another and amends a third in a way the provider refuses (update,
   remove, and a failed item taken out of the cart before the others are submitted); an operator
@@ -24,8 +25,9 @@ How each pair is reached, deterministically:
   (the port corrected, a rejected one requested again). Traffic of every kind (`harness.KINDS`:
   every line item type, leased numbers, rejected and corrected ports, partial cancels) is in flight
   meanwhile.
-- A death at an intake or offset-commit point needs the consumer group back (the dead member's
-  session must lapse first, ~10 s), so those come one per incarnation, after the step points.
+- The relay, intake and offset-commit pairs come last, one incarnation each; an intake or
+  offset-commit death needs the consumer group back first (the dead member's session must lapse,
+  ~10 s).
 - Operator actions run as `python -m orchestrator replay|cancel|retry-now` processes armed the same
   way; each dies at its point, is run again, and the outcome must be the action applied once.
 
@@ -55,7 +57,7 @@ import pytest
 from orchestrator import faults
 from orchestrator.faults import FAULT_POINTS, KINDS, MARKER, STEP_KINDS
 from orchestrator.localstack import LocalStack
-from orchestrator.settings import settings_env
+from orchestrator.settings import Settings, settings_env
 from tests.reliability.harness import (
     KINDS as TRAFFIC,
 )
@@ -74,8 +76,8 @@ Pair = tuple[str, str]
 MATRIX: frozenset[Pair] = frozenset((point, kind) for point, kinds in KINDS.items() for kind in kinds)
 """Every (fault point, kind) pair that can happen: the matrix test must die at each one."""
 STEP_POINTS = tuple(p for p in FAULT_POINTS if KINDS[p] == STEP_KINDS)
-WALKABLE = frozenset(p for p in MATRIX if p[0] in STEP_POINTS or p[0].startswith("relay."))
-"""Pairs a restarted worker reaches without the consumer group: steps (from timers) and the relay."""
+WALKABLE = frozenset(p for p in MATRIX if p[0] in STEP_POINTS)
+"""Pairs a restarted worker reaches without the consumer group: the steps (from timers)."""
 CART_KINDS = ("update_item", "remove_item", "cancel_order", "remove_failed_item")
 WORKER_ID = "crash-matrix"
 
@@ -116,7 +118,14 @@ def fired(log: str) -> Pair | None:
 
 class Incarnation(WorkerProcess):
     """`orchestrator run` under the matrix's one worker id: each restart frees its predecessor's
-    timer claims at once (instead of after the 5 s dead-worker timeout)."""
+    timer claims at once (instead of after the 5 s dead-worker timeout). `serial`: one step at a
+    time, so that no step commits its outcome and then loses its `step.after_outcome_commit` to a
+    death at another step's point (that pair would never come again for it)."""
+
+    def __init__(self, settings: Settings, *, log_path: Path, fault_point: str | None, serial: bool) -> None:
+        super().__init__(settings, log_path=log_path, fault_point=fault_point)
+        if serial:
+            self._env["ORCHESTRATOR_ENGINE__STEP_CONCURRENCY"] = "1"
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "orchestrator", "run", "--no-migrate", "--worker-id", WORKER_ID]
@@ -139,12 +148,13 @@ class Crashes:
     def remaining(self) -> set[Pair]:
         return set(MATRIX - self.hits.keys())
 
-    def start(self, armed: Mapping[Pair, int]) -> WorkerProcess:
+    def start(self, armed: Mapping[Pair, int], *, serial: bool = False) -> WorkerProcess:
         assert self.worker is None or not self.worker.alive, "one incarnation at a time"
         process = Incarnation(
             self.r.settings,
             log_path=self.r.log_dir / f"worker-{len(self.r.workers) + 1}.log",
             fault_point=spec(armed) or None,
+            serial=serial,
         )
         process.start()
         self.r.workers.append(process)
@@ -187,13 +197,14 @@ class Crashes:
         after: Mapping[Pair, Callable[[], Awaitable[None]]] | None = None,
         timeout_s: float = 40,
     ) -> None:
-        """Incarnations armed at every walkable pair not hit yet, each restarted after its death,
-        until every target is hit and `until` (if given) holds; `after[pair]` runs once that pair
-        has killed the worker, before the next one starts. The worker may be left running."""
+        """Incarnations armed at every step pair not hit yet, running one step at a time, each
+        restarted after its death, until every target is hit and `until` (if given) holds;
+        `after[pair]` runs once that pair has killed the worker, before the next one starts. The
+        worker may be left running."""
         started = time.monotonic()
         while not (targets <= self.hits.keys() and (until is None or await until())):
             if self.worker is None or not self.worker.alive:
-                self.start(dict.fromkeys(self.remaining & WALKABLE, 1))
+                self.start(dict.fromkeys(self.remaining & WALKABLE, 1), serial=True)
             worker = self.worker
             assert worker is not None
             deadline = time.monotonic() + timeout_s
@@ -449,6 +460,7 @@ async def _cart(r: Rig, crash: Crashes, db: Db) -> None:
     ]
     await r.publish(changes)
     await crash.death(worker, armed, timeout_s=30)
+    await r.control.faults({"match": f"PUT /orders/*/line-items/{refused}", "kind": "error", "status": 400})
     assert await db.applied(event_ids(changes)), "the changes are applied in order, the cancel last"
     first = await db.item(order, amended)
     assert first is not None
@@ -471,7 +483,7 @@ async def _cart(r: Rig, crash: Crashes, db: Db) -> None:
         assert (await db.events(order, held)).count("cancel") == 1
 
     await crash.walk(
-        pairs(STEP_POINTS, CART_KINDS) | {p for p in MATRIX if p[0].startswith("relay.")},
+        pairs(STEP_POINTS, CART_KINDS),
         after={("step.after_outcome_commit", "remove_failed_item"): cancel_the_rest},
     )
     await r.control.faults()
@@ -586,11 +598,12 @@ EDGE_TRAFFIC: dict[str, tuple[str, ...]] = {
 
 
 async def _edges(r: Rig, crash: Crashes, rng: random.Random) -> None:
-    """Every intake and offset-commit pair left: one incarnation each, with a little traffic that
-    reaches it (provider webhooks come from the provider's own progress)."""
+    """Every relay, intake and offset-commit pair left: one incarnation each, with a little traffic
+    that reaches it (provider webhooks come from the provider's own progress). The relay's first:
+    the outbox always has rows after a death, and it needs no consumer group."""
     await crash.stop()
-    for n, (point, kind) in enumerate(sorted(crash.remaining)):
-        assert point.startswith(("intake.", "consumer.")), f"{point}@{kind} should have been walked"
+    for n, (point, kind) in enumerate(sorted(crash.remaining, key=lambda p: not p[0].startswith("relay."))):
+        assert point.startswith(("relay.", "intake.", "consumer.")), f"{point}@{kind} should have been walked"
         kinds = EDGE_TRAFFIC.get(kind, ("assigned", "bundle", "extras", "mixed", "temp_port"))
         await r.publish(order_messages(rng, 2, prefix=f"edge{n}", kinds=kinds, catalog=r.catalog))
         await crash.die_at(point, kind)
