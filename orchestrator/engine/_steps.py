@@ -127,7 +127,6 @@ class StepRunner:
         self._jeopardy = jeopardy or JeopardyRules()
         self._lease_margin_s = lease_margin_s
         # Orders whose step runs in this process; True: it was asked for again meanwhile.
-        self._order_steps: dict[str, bool] = {}
 
     # --- line item workflows ---
 
@@ -492,21 +491,10 @@ class StepRunner:
     async def run_order_step(self, order_id: str) -> None:
         """Create the provider order, then submit it once every live item is in it.
 
-        An order's step asked for while it runs here (its timer fired again: an item reached a
-        state that wakes its order) runs once more after it, not beside it: beside it, it would
-        send the call in flight a second time under its key. Across workers that can still
-        happen; `record_outcome` keeps a late answer from undoing the first settled one."""
-        if order_id in self._order_steps:
-            self._order_steps[order_id] = True
-            return
-        self._order_steps[order_id] = False
-        try:
-            await self._order_step(order_id)
-            while self._order_steps[order_id]:
-                self._order_steps[order_id] = False
-                await self._order_step(order_id)
-        finally:
-            del self._order_steps[order_id]
+        One run at a time per order: other workers do not claim its step while this one holds it,
+        and the scheduler runs a step asked for meanwhile after this one (engine/_scheduler.py);
+        should an answer still come late, `record_outcome` keeps it from undoing a settled call."""
+        await self._order_step(order_id)
 
     async def _order_step(self, order_id: str) -> None:
         structlog.contextvars.unbind_contextvars("workflow_id", "line_item_id")
