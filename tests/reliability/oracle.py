@@ -45,7 +45,7 @@ PROVIDER = "provider_agrees"
 # The contract's one-off types end `completed`; every other type ends `activated`.
 ONE_OFF_TYPES = frozenset({"TOP_UP", "EXTERNAL_PRODUCT", "EXTERNAL_ITEM"})
 # Provider carts: an order in one of these states can still change.
-CART_STATES = frozenset({"PENDING", "VALIDATED", "DRAFT"})
+CART_STATES = frozenset({"PENDING", "CONFIGURED"})
 AMENDED_EVENT = "provisioning.line_item.amended"
 STATE_EVENT = "provisioning.line_item.state_changed"
 
@@ -205,7 +205,8 @@ def check_outcomes(obs: Observations, report: Report) -> None:
             else None
         )
         _check_end(wish, w, steps, plan, report, subject)
-        _check_amendments(wish, w, item_answers, world, report, subject)
+        replays = sum(1 for t in steps if t["event"] == "resume" and str(t["cause"]).startswith("operator:"))
+        _check_amendments(wish, w, item_answers, replays, world, report, subject)
         last = last_state.get(str(w["workflow_id"]))
         msisdn = (w.get("context") or {}).get("msisdn")
         if last is not None and last.get("msisdn") != msisdn:
@@ -274,20 +275,24 @@ def _check_amendments(
     wish: Asked,
     w: Mapping[str, Any],
     item_answers: list[dict[str, Any]],
+    replays: int,
     world: _World,
     report: Report,
     subject: str,
 ) -> None:
-    """Exactly one answer per amendment; what an applied one changed is what the item holds."""
-    if len(item_answers) != len(wish.updates):
+    """Exactly one answer per amendment; what an applied one changed is what the item holds. An
+    operator's replay of a rejected port requests it again with the details held, and says so
+    with an answer of its own: at most one more per replay."""
+    if not len(wish.updates) <= len(item_answers) <= len(wish.updates) + replays:
         report.add(
             OUTCOME,
             subject,
-            f"{len(wish.updates)} amendments accepted, {len(item_answers)} answered (amended events)",
+            f"{len(wish.updates)} amendments accepted, {len(item_answers)} answered (amended events)"
+            + (f", {replays} operator replays" if replays else ""),
         )
         return
     holds = wish.submitted
-    for update, answer in zip(wish.updates, item_answers, strict=True):
+    for update, answer in zip(wish.updates, item_answers, strict=False):
         if answer.get("outcome") == "applied" and answer.get("change") != "keep_temporary_number":
             holds = update
     spec = w.get("spec") or {}
@@ -422,6 +427,12 @@ def _check_nothing_live(
                 f"cancelled, yet subscription {sub_id} is {sub.get('status')} at the provider",
             )
     order = world.orders.get(str(provider_order))
+    made = (order or {}).get("createdEntities", {})
+    for lic in made.get("licenses", []):
+        if lic.get("createdByLineItem") == w["line_item_id"]:
+            status = (world.licenses.get(lic["licenseId"]) or {}).get("status")
+            if status != "CANCELLED":
+                report.add(PROVIDER, subject, f"cancelled, yet license {lic['licenseId']} is {status}")
     if order is not None and order["state"] in CART_STATES and w["line_item_id"] in order["lineItemIds"]:
         report.add(PROVIDER, subject, f"cancelled, yet still in the provider's cart {provider_order}")
 

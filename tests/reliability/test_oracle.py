@@ -126,6 +126,16 @@ def _live_after_cancel(obs: Observations) -> None:
     w["state"] = "cancelled"
 
 
+def _left_in_the_cart(obs: Observations) -> None:
+    """Cancelled, yet still a line item of a provider cart that can be submitted."""
+    w = _workflow(obs, "partial_cancel", "li-2")
+    assert w["state"] == "cancelled"
+    order = next(o for o in obs.orders if o["order_id"] == w["order_id"])
+    cart = next(o for o in obs.entities["orders"] if o["orderId"] == order["provider_order_id"])
+    cart["state"] = "CONFIGURED"
+    cart["lineItemIds"] = sorted({*cart["lineItemIds"], "li-2"})
+
+
 def _rejected_port_activated(obs: Observations) -> None:
     """The sandbox's plan rejected the port; the database says activated."""
     w = _workflow(obs, "port_rejected")
@@ -230,6 +240,7 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[Observations], None]]] = {
     "status_names_another_number": (OUTCOME, "last status event says msisdn", _status_names_another_number),
     "old_port_details": (OUTCOME, "other porting details", _old_port_details),
     "live_after_cancel": (PROVIDER, "cancelled, yet subscription", _live_after_cancel),
+    "left_in_the_cart": (PROVIDER, "still in the provider's cart", _left_in_the_cart),
     "wrong_number": (PROVIDER, "the CRM chose", _wrong_number),
     "not_activated_at_provider": (PROVIDER, "the provider has it PENDING", _not_activated_at_provider),
     "never_fulfilled": (PROVIDER, "never fulfilled it", _never_fulfilled),
