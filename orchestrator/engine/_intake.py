@@ -188,7 +188,7 @@ class CrmIntake:
         if row.current in PORTING_STATES or port_rejected(row):
             await self._amend_port(conn, row, spec, secrets, change, cause=cause, now=now)
             return
-        outcome = self._journal.fire(row, Move("amend"))
+        outcome = self._journal.fire(row, Move("amend", context={"settle_first": True}))
         if not isinstance(outcome, Transitioned):
             await self._refuse(conn, row, change, outcome.reason, cause=cause, now=now)
             return
@@ -238,6 +238,7 @@ class CrmIntake:
             return
         row.spec, row.secrets = spec, secrets
         row.generation += 1  # the provider call gets a key of its own
+        row.context.settle_first = True
         if not rejected:
             row.context.porting_update_due = True
             await store.save(conn, row, next_step_at=now)
@@ -280,7 +281,11 @@ class CrmIntake:
             assert row is not None
             if row.current == LineItemState.CANCELLING:
                 continue  # already compensating: a second cancel changes nothing
-            context = {"cancel_reason": str(data.reason), "cancel_comment": data.comment or None}
+            context = {
+                "cancel_reason": str(data.reason),
+                "cancel_comment": data.comment or None,
+                "settle_first": True,
+            }
             outcome = await self._journal.transition(
                 conn,
                 row,

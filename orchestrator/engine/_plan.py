@@ -179,6 +179,23 @@ def _plan_cart(row: WorkflowRow, order: OrderRow, *, now: datetime, lease_margin
     return Call("add_item", request, lambda _: Move("item_added", context={"item_added": True}))
 
 
+# What a call, once answered, establishes about the line item whatever happened since it was sent
+# (a cancel or an amendment meanwhile): the context to keep from a settled left-over call.
+SETTLED_FACTS: dict[str, dict[str, Any]] = {
+    "add_item": {"item_added": True},
+    "update_item": {"item_added": True},
+    "remove_item": {"item_added": False},
+}
+
+
+def settle_call(step: str, request: PreparedRequest) -> Call:
+    """A call left unanswered by a worker that died, to send again under its key only to learn
+    what it did: its answer changes the context (`SETTLED_FACTS`), never the state; a refusal
+    means it did nothing."""
+    facts = SETTLED_FACTS.get(step, {})
+    return Call(step, request, lambda _: Move("", context=facts), on_refused=lambda _: Move("", context={}))
+
+
 PORTING_DETAILS = "porting_details"
 KEEP_TEMPORARY_NUMBER = "keep_temporary_number"
 _PORTING_SENT = {"porting_update_due": None, "port_request_due": None}

@@ -26,6 +26,8 @@ import structlog
 from orchestrator import faults
 from orchestrator.connect import ConnectClient, Outcome, PreparedRequest, ProviderError, Requests
 from orchestrator.engine._calls import (
+    KEY_WINDOW,
+    KEY_WINDOW_MARGIN,
     AlreadyDone,
     CallOutcome,
     KeyWindowPassed,
@@ -49,6 +51,7 @@ from orchestrator.engine._plan import (
     lease_expires_at,
     plan_item,
     plan_order,
+    settle_call,
 )
 from orchestrator.engine._reconcile import Action, ConnectReader, call_facts, check_effect, request_facts
 from orchestrator.engine._reconcile import decide as decide_call
@@ -176,6 +179,10 @@ class StepRunner:
                 and await provider_calls.submission_started(conn, row.order_id)
             )
             plan = plan_item(row, order, now=now, lease_margin_s=self._lease_margin_s, submitting=submitting)
+            if row.context.settle_first:
+                left_over = await self._left_over(conn, row, plan)
+                if left_over is not None:
+                    return left_over
             if isinstance(plan, Move | Wait):
                 if not await self._apply(conn, row, plan, now=now, cause="step", chain=chain):
                     return None
@@ -202,6 +209,34 @@ class StepRunner:
             return _Send(
                 plan=plan, request=prepared.request, version=row.version, line_item_id=row.line_item_id
             )
+
+    async def _left_over(self, conn: asyncpg.Connection, row: WorkflowRow, plan: Plan) -> _Send | None:
+        """After a cancel or an amendment: a call left unanswered (its worker died mid-call) that
+        the plan does not send again itself, to settle first under its own key; None once there is
+        none (the flag is then dropped with the row's next save)."""
+        planned = plan.request.idempotency_key if isinstance(plan, Call) else None
+        now = self._clock.now()
+        for stored in await provider_calls.unanswered_calls(conn, row.workflow_id):
+            first = stored["first_sent_at"]
+            if stored["idempotency_key"] == planned or (
+                first is not None and now - first > KEY_WINDOW - KEY_WINDOW_MARGIN
+            ):
+                continue  # sent by the plan anyway; or too old to send again safely (left for `show`)
+            request = PreparedRequest(
+                method=stored["method"],
+                path=stored["path"],
+                body=stored["body"],
+                idempotency_key=stored["idempotency_key"],
+            )
+            log.info("settling a call left unanswered before a change", step=stored["step"])
+            return _Send(
+                plan=settle_call(stored["step"], request),
+                request=request,
+                version=row.version,
+                line_item_id=row.line_item_id,
+            )
+        row.context.settle_first = False
+        return None
 
     async def _perform(self, order_id: str, workflow_id: uuid.UUID, io: _Io, chain: Chain) -> _Io | None:
         """The I/O of one step with no transaction open (it may take seconds), then its outcome and

@@ -48,7 +48,11 @@ async def cancel_workflow(
     if previous == LineItemState.CANCELLING:
         return {"workflow_id": str(workflow_id), "result": "already_cancelling", "state": row.current}
     # Connect's cancel reasons: OTHER needs a comment, which carries the operator's reason.
-    context = {"cancel_reason": "OTHER", "cancel_comment": f"operator {actor}: {reason}"[:CANCEL_COMMENT_MAX]}
+    context = {
+        "cancel_reason": "OTHER",
+        "cancel_comment": f"operator {actor}: {reason}"[:CANCEL_COMMENT_MAX],
+        "settle_first": True,  # a call its worker left unanswered is settled before the undo
+    }
     outcome = await journal.transition(
         conn,
         row,

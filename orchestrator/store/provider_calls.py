@@ -194,3 +194,15 @@ async def unsettled_calls(
             generation,
         )
     )
+
+
+async def unanswered_calls(conn: asyncpg.Connection, workflow_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A workflow's calls whose effect is unknown (sent or maybe sent, never answered for good), of
+    any generation, oldest first: what a change during a call may have left behind."""
+    return list(
+        await conn.fetch(
+            "SELECT * FROM provider_calls WHERE workflow_id = $1 AND status IN ('intent', 'retrying') "
+            "ORDER BY id",
+            workflow_id,
+        )
+    )

@@ -33,6 +33,10 @@ class WorkflowContext:
     refused_amendments: list[dict[str, Any]] = field(default_factory=list)
     # Cancellations that came after the item settled (`activated`, `completed`): nothing to undo.
     refused_cancellations: list[dict[str, Any]] = field(default_factory=list)
+    # A cancel or an amendment changed the item: a call left unanswered before it (its worker died
+    # mid-call) is settled under its own key before anything else is planned, so what it did is
+    # known (an item added must be removed or updated, not forgotten or added again).
+    settle_first: bool = False
     # Porting details the CRM corrected, to send to the provider while the port is in progress
     # (`porting_update_due`), or to request the port again with after the donor rejected it
     # (`port_request_due`). The step that sends them reports the amendment's outcome.
