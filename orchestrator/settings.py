@@ -179,8 +179,9 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="JSON logs (production); False for console-friendly lines")
     fault_point: str | None = Field(
         None,
-        description="tests only: `point:n[,point:n]` makes `orchestrator run` SIGKILL itself the n-th "
-        "time it reaches a named point (see orchestrator/faults.py)",
+        description="tests only: `point[@kind][:n][,…]` makes `orchestrator run` (or an operator "
+        "command) SIGKILL itself the n-th time it reaches a named point, for that kind of work or "
+        "any (see orchestrator/faults.py)",
     )
 
     @field_validator("fault_point")

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
-from orchestrator.faults import MARKER
+from orchestrator.faults import FAULT_POINTS, MARKER
 from orchestrator.localstack import LocalKafka, free_port
 from orchestrator.sandbox import RunningSandbox, SandboxConfig, SandboxControl, run_sandbox
 from orchestrator.settings import ConnectSettings, DatabaseSettings, KafkaSettings, Settings, WebhookSettings
@@ -39,6 +39,8 @@ from tests.e2e.support import settings_env
 from tests.reliability.invariants import SETTLED_STATES, Report, check, group_offsets, observe
 
 SANDBOX_KEY = "reliability-sandbox-key"
+# The fault points a worker (`orchestrator run`) reaches; `operator.*` are reached by operator commands.
+WORKER_POINTS = tuple(p for p in FAULT_POINTS if not p.startswith("operator."))
 WEBHOOK_KEY = "reliability-webhook-key"
 STRUCTURED = [("content-type", b"application/cloudevents+json")]
 

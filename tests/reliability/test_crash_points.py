@@ -62,6 +62,7 @@ from tests.reliability.harness import (
     KINDS as TRAFFIC,
 )
 from tests.reliability.harness import (
+    WORKER_POINTS,
     Message,
     Rig,
     WorkerProcess,
@@ -612,7 +613,6 @@ async def _edges(r: Rig, crash: Crashes, rng: random.Random) -> None:
 # --- randomised -----------------------------------------------------------------------------------
 
 # Operator points are reached by operator commands, never by the worker.
-WORKER_POINTS = tuple(p for p in FAULT_POINTS if not p.startswith("operator."))
 
 
 async def test_randomised_fault_schedule(

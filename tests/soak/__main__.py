@@ -30,11 +30,10 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from orchestrator.faults import FAULT_POINTS
 from orchestrator.localstack import LocalStack, free_port, local_stack
 from orchestrator.logs import configure_logging
 from orchestrator.store import migrate
-from tests.reliability.harness import Message, Rig, WorkerProcess, drain, order_messages, rig
+from tests.reliability.harness import WORKER_POINTS, Message, Rig, WorkerProcess, drain, order_messages, rig
 from tests.reliability.invariants import Report
 
 
@@ -80,7 +79,7 @@ class Soak:
         self.calm = False  # once faults stop, restarted workers are no longer armed
 
     def start_slot(self, slot: int, *, armed: bool) -> None:
-        point = f"{self.rng.choice(FAULT_POINTS)}:{self.rng.randint(1, 8)}" if armed else None
+        point = f"{self.rng.choice(WORKER_POINTS)}:{self.rng.randint(1, 8)}" if armed else None
         self.slots[slot] = self.rig.worker(fault_point=point, webhook_port=self.ports[slot])
 
     def supervise(self) -> None:
