@@ -95,17 +95,24 @@ async def stack() -> AsyncIterator[LocalStack]:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-@pytest.fixture
-async def fresh_database(stack: LocalStack) -> AsyncIterator[str]:
-    """An empty database of its own for one test, dropped afterwards, so tests never see each
-    other's rows or schema."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(stack.database_url)
+async def create_database(server_url: str, *, prefix: str = "t") -> str:
+    """A new empty database on the server of `server_url`; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield replace_database(stack.database_url, name)
+    return replace_database(server_url, name)
+
+
+@pytest.fixture
+async def fresh_database(stack: LocalStack) -> AsyncIterator[str]:
+    """An empty database of its own for one test, dropped afterwards, so tests never see each
+    other's rows or schema."""
+    url = await create_database(stack.database_url)
+    name = url.rpartition("/")[2].partition("?")[0]
+    yield url
     admin = await asyncpg.connect(stack.database_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -37,9 +37,10 @@ async def _consume(intake: CrmIntake, order_id: str, event_type: str, data: dict
     )  # fmt: skip
 
 
-async def _add_item_with_change_midway(
-    provider: Provider, order_id: str, change: tuple[str, Any]
-) -> tuple[StepRunner, uuid.UUID]:
+async def _add_item_in_flight(
+    provider: Provider, order_id: str, *, latency_ms: int
+) -> tuple[CrmIntake, StepRunner, uuid.UUID, asyncio.Task[None]]:
+    """An order in the provider's cart and its item's `add_item` on its way (held `latency_ms`)."""
     pool, client, control = provider.pool, provider.client, provider.control
     intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
     await _consume(intake, order_id, "crm.order.submitted", order_submitted(order_id, subscription("li-1")))
@@ -47,13 +48,20 @@ async def _add_item_with_change_midway(
     await runner.run_order_step(order_id)  # the provider order exists
     workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = $1", order_id)
     await control.faults(
-        {"match": "POST /orders/*/line-items", "kind": "latency", "latencyMs": 600, "times": 1}
+        {"match": "POST /orders/*/line-items", "kind": "latency", "latencyMs": latency_ms, "times": 1}
     )
     step = asyncio.create_task(runner.run_workflow_step(workflow_id))
     for _ in range(300):  # bounded: until the intent is stored, i.e. the call is on its way
         if await pool.fetchval("SELECT count(*) FROM provider_calls WHERE step = 'add_item'"):
             break
         await asyncio.sleep(0.01)
+    return intake, runner, workflow_id, step
+
+
+async def _add_item_with_change_midway(
+    provider: Provider, order_id: str, change: tuple[str, Any]
+) -> tuple[StepRunner, uuid.UUID]:
+    intake, runner, workflow_id, step = await _add_item_in_flight(provider, order_id, latency_ms=600)
     await _consume(intake, order_id, *change)
     assert not step.done(), "the change must land while the call is in flight"
     await step
@@ -141,19 +149,7 @@ async def _add_item_answered_but_never_recorded(
     would end it, and the provider is made to have applied the call (its own processing of the
     aborted request, or the stored request sent again under its key)."""
     pool, client, control = provider.pool, provider.client, provider.control
-    intake = CrmIntake(pool=pool, status_topic="status", clock=SystemClock())
-    await _consume(intake, order_id, "crm.order.submitted", order_submitted(order_id, subscription("li-1")))
-    runner = StepRunner(pool=pool, client=client, clock=SystemClock(), status_topic="status")
-    await runner.run_order_step(order_id)
-    workflow_id = await pool.fetchval("SELECT workflow_id FROM workflows WHERE order_id = $1", order_id)
-    await control.faults(
-        {"match": "POST /orders/*/line-items", "kind": "latency", "latencyMs": 400, "times": 1}
-    )
-    step = asyncio.create_task(runner.run_workflow_step(workflow_id))
-    for _ in range(300):  # bounded: until the intent is stored, i.e. the call is on its way
-        if await pool.fetchval("SELECT count(*) FROM provider_calls WHERE step = 'add_item'"):
-            break
-        await asyncio.sleep(0.01)
+    intake, runner, workflow_id, step = await _add_item_in_flight(provider, order_id, latency_ms=400)
     step.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await step

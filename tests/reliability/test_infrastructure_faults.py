@@ -22,7 +22,6 @@ import random
 import shutil
 import signal
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -37,7 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from orchestrator.localstack import LocalStack, local_stack
 from orchestrator.settings import Settings
 from orchestrator.store import migrate, outbox_lag
-from tests.conftest import replace_database
+from tests.conftest import create_database
 from tests.reliability.harness import Rig, WorkerProcess, drain, order_messages, progress, rig
 
 # Paths that end well when every fault is transient (no poison, no duplicate order: no DLQ here).
@@ -57,13 +56,7 @@ async def own_stack() -> AsyncIterator[LocalStack]:
 
 @pytest.fixture
 async def database(own_stack: LocalStack) -> str:
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(own_stack.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = replace_database(own_stack.database_url, name)
+    url = await create_database(own_stack.database_url, prefix="r")
     await migrate(url)
     return url
 

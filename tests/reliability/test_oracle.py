@@ -14,17 +14,15 @@ from __future__ import annotations
 import copy
 import json
 import random
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from orchestrator.localstack import LocalStack
 from orchestrator.store import migrate
-from tests.conftest import replace_database
+from tests.conftest import create_database
 from tests.reliability.harness import KINDS, drain, order_messages, rig
 from tests.reliability.invariants import Observations, Record, check, observe
 from tests.reliability.oracle import OUTCOME, PROVIDER
@@ -33,13 +31,7 @@ from tests.reliability.oracle import OUTCOME, PROVIDER
 @pytest.fixture(scope="module")
 async def real_run(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Observations:
     """One drained run with an order of every kind, observed once for every test below."""
-    name = f"o_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(stack.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = replace_database(stack.database_url, name)
+    url = await create_database(stack.database_url, prefix="o")
     await migrate(url)
     log_dir: Path = tmp_path_factory.mktemp("oracle")
     async with rig(kafka=stack.kafka, database_url=url, log_dir=log_dir) as r:
