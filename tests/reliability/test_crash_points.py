@@ -394,7 +394,11 @@ ADD_HELD_MS = 2500  # long enough for the CRM's change to land during the add, b
 
 @pytest.mark.timeout(480)
 async def test_a_worker_killed_at_every_fault_point_for_every_kind_of_work(
-    stack: LocalStack, migrated_database: str, tmp_path: Path, rng: random.Random
+    stack: LocalStack,
+    migrated_database: str,
+    tmp_path: Path,
+    rng: random.Random,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Every pair is reached on purpose; TEST_SEED draws only the mix of traffic in flight."""
     started = time.monotonic()
@@ -410,9 +414,10 @@ async def test_a_worker_killed_at_every_fault_point_for_every_kind_of_work(
         await drain(r, timeout_s=120)
         report = await r.report()
         table = coverage_table(crash.hits)
-        print(f"\n(fault point × kind) deaths, {time.monotonic() - started:.0f} s:\n{table}\n")
-        for what, seconds in crash.timings:
-            print(f"  {what}: {seconds:.1f} s")
+        with capsys.disabled():  # the coverage table belongs in the test run's output, pass or fail
+            print(f"\n(fault point × kind) deaths, {time.monotonic() - started:.0f} s:\n{table}\n")
+            for what, seconds in crash.timings:
+                print(f"  {what}: {seconds:.1f} s")
         assert crash.hits.keys() == MATRIX, f"never died at {sorted(MATRIX - crash.hits.keys())}"
         assert set(crash.hits.values()) == {1}, "a pair is disarmed once hit: one death each"
         assert report.ok, report.explain()
