@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from orchestrator.settings import Settings, settings_env  # noqa: F401 - re-exported for tests
+from orchestrator.settings import Settings, settings_env
 
 TERMINAL = {"activated", "completed", "cancelled", "failed"}
 
@@ -172,3 +174,22 @@ async def lease_number(base_url: str, api_key: str) -> dict[str, Any]:
         answer.raise_for_status()
         lease: dict[str, Any] = answer.json()
         return lease
+
+
+async def run_cli(settings: Settings, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`python -m orchestrator <args>` as an operator runs it, configured by `settings` only (no
+    ORCHESTRATOR_* variable of this process leaks in) plus `env`: (exit code, stdout, stderr)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    environ |= settings_env(settings) | {"ORCHESTRATOR_LOG_LEVEL": "WARNING"} | (env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *args,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

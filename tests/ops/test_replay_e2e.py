@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections import Counter
 from typing import Any
 
@@ -22,7 +20,7 @@ from tests.e2e.support import (
     effects,
     order_submitted,
     publish,
-    settings_env,
+    run_cli,
     subscription,
 )
 from tests.ops.conftest import SandboxTime
@@ -65,22 +63,6 @@ def _once_per_key(ledger: list[dict[str, Any]]) -> None:
     assert [k for k, n in keyed.items() if n > 1] == []
 
 
-async def _cli(settings: Settings, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, **settings_env(settings), "ORCHESTRATOR_LOG_LEVEL": "WARNING"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orchestrator",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_batch_failed_by_faults_is_inspected_and_replayed_by_filter(
     settings: Settings, worker: Worker, status: StatusEvents, control: SandboxControl
 ) -> None:
@@ -89,7 +71,7 @@ async def test_batch_failed_by_faults_is_inspected_and_replayed_by_filter(
     await control.faults()  # the provider is fixed
 
     # Inspect: the CLI (a real process) and the library agree on what is wrong.
-    code, out, err = await _cli(
+    code, out, err = await run_cli(
         settings, "workflows", "list", "--state", "failed", "--order-id", "o-batch", "--json"
     )
     assert code == 0, err
@@ -107,7 +89,7 @@ async def test_batch_failed_by_faults_is_inspected_and_replayed_by_filter(
         assert {e["state"] for e in story["status_events"] if e["line_item_id"]} == {"received", "failed"}
 
         # The dry run, from the CLI: nothing changes.
-        code, out, err = await _cli(
+        code, out, err = await run_cli(
             settings, "replay", "--error-code", "provider_rejected", "--reason", "fault cleared"
         )
         assert code == 0, err

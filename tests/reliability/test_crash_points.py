@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 import signal
@@ -57,7 +56,8 @@ import pytest
 from orchestrator import faults
 from orchestrator.faults import FAULT_POINTS, KINDS, MARKER, STEP_KINDS
 from orchestrator.localstack import LocalStack
-from orchestrator.settings import Settings, settings_env
+from orchestrator.settings import Settings
+from tests.e2e.support import run_cli
 from tests.reliability.harness import (
     KINDS as TRAFFIC,
 )
@@ -230,28 +230,15 @@ class Crashes:
         there. Returns the exit code and the output."""
         if args[0] in ("replay", "cancel", "retry-now"):
             args = (*args, "--actor", "crash-matrix")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
-        env |= settings_env(self.r.settings) | {"ORCHESTRATOR_LOG_LEVEL": "WARNING"}
+        armed = {"ORCHESTRATOR_FAULT_POINT": spec({fault: 1})} if fault is not None else {}
+        code, out, err = await run_cli(self.r.settings, *args, env=armed)
+        text = out + err
         if fault is not None:
-            env["ORCHESTRATOR_FAULT_POINT"] = spec({fault: 1})
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "orchestrator",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        text = out.decode() + err.decode()
-        assert proc.returncode is not None
-        if fault is not None:
-            assert (proc.returncode, fired(text)) == (-signal.SIGKILL, fault), (
-                f"`{' '.join(args)}` armed at {fault}: exit {proc.returncode}\n{text}"
+            assert (code, fired(text)) == (-signal.SIGKILL, fault), (
+                f"`{' '.join(args)}` armed at {fault}: exit {code}\n{text}"
             )
             self.hits[fault] += 1
-        return proc.returncode, text
+        return code, text
 
 
 # --- traffic made to reach a kind -----------------------------------------------------------------
