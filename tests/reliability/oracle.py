@@ -20,10 +20,10 @@ Two invariants (names as they appear in reports):
 - `provider_agrees`: the provider's ledger and entities say the same: a settled item was fulfilled
   in its provider order; an activated subscription is ACTIVATED at the provider on the number the
   database and the status topic give (the CRM's number when it chose one), with the offering asked
-  for; a cancelled item left nothing live (its subscription cancelled, its provider cart cancelled
-  or without it); a rejected port is FAILED at the provider; a corrected port holds the corrected
-  details; licenses, add-ons and changes exist as asked; the provider holds no subscription created
-  for a line item the database does not know.
+  for; a cancelled item left nothing live (its subscription cancelled, a license it made
+  cancelled, its provider cart cancelled or without it); a rejected port is FAILED at the
+  provider; licenses, add-ons and changes exist as asked; the provider holds no subscription
+  created for a line item the database does not know.
 """
 
 from __future__ import annotations
