@@ -10,9 +10,8 @@ from orchestrator.sandbox import SandboxControl
 from orchestrator.settings import Settings
 from orchestrator.worker import Worker
 from tests.admin.conftest import Admin
-from tests.e2e.support import StatusEvents, effects
+from tests.e2e.support import StatusEvents, effects, run_cli
 from tests.e2e.test_port_exceptions import _rejected_on_temporary_number, _until_state
-from tests.ops.test_replay_e2e import _cli
 
 
 async def test_a_rejected_port_is_replayed_by_an_operator_through_the_api_and_the_cli(
@@ -35,11 +34,11 @@ async def test_a_rejected_port_is_replayed_by_an_operator_through_the_api_and_th
     assert done.status_code == 200, done.text
 
     args = ("replay", "--order-id", "o-rp-cli", "--error-code", "port_failed", "--reason", "donor fixed")
-    code, out, err = await _cli(settings, *args)
+    code, out, err = await run_cli(settings, *args)
     assert code == 0, err
     assert "requests the port again" in out, out
     assert "WARNING" in out, out
-    code, out, err = await _cli(settings, *args, "--yes")
+    code, out, err = await run_cli(settings, *args, "--yes")
     assert code == 0, err
 
     for order_id, ported in (("o-rp-api", "+15551239004"), ("o-rp-cli", "+15551239005")):
