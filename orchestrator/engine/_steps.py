@@ -129,7 +129,6 @@ class StepRunner:
         self._chain_steps = chain_steps
         self._jeopardy = jeopardy or JeopardyRules()
         self._lease_margin_s = lease_margin_s
-        # Orders whose step runs in this process; True: it was asked for again meanwhile.
 
     # --- line item workflows ---
 
@@ -529,9 +528,6 @@ class StepRunner:
         One run at a time per order: other workers do not claim its step while this one holds it,
         and the scheduler runs a step asked for meanwhile after this one (engine/_scheduler.py);
         should an answer still come late, `record_outcome` keeps it from undoing a settled call."""
-        await self._order_step(order_id)
-
-    async def _order_step(self, order_id: str) -> None:
         structlog.contextvars.unbind_contextvars("workflow_id", "line_item_id")
         structlog.contextvars.bind_contextvars(order_id=order_id)
         async with self._pool.acquire() as conn, conn.transaction():

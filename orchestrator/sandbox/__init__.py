@@ -6,6 +6,7 @@ See docs/connect-sandbox.md. Tests use `run_sandbox(config)`; the CLI uses `serv
 
 from orchestrator.sandbox._app import create_app
 from orchestrator.sandbox._config import SandboxConfig
+from orchestrator.sandbox._control import details_digest
 from orchestrator.sandbox._faults import FaultRule
 from orchestrator.sandbox._runner import RunningSandbox, run_sandbox, serve
 from orchestrator.sandbox._scenario import PortPlan, Scenario, ScenarioPatch
@@ -20,6 +21,7 @@ __all__ = [
     "Scenario",
     "ScenarioPatch",
     "create_app",
+    "details_digest",
     "run_sandbox",
     "serve",
 ]

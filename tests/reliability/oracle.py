@@ -28,7 +28,6 @@ Two invariants (names as they appear in reports):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.events import InvalidEventError, decode_crm_event
+from orchestrator.sandbox import details_digest
 
 if TYPE_CHECKING:
     from tests.reliability.invariants import Observations, Report
@@ -97,11 +97,6 @@ def crm_asks(obs: Observations) -> dict[ItemKey, Asked]:
                 if item_key[0] == raw["orderId"] and (named is None or item_key[1] in named):
                     found.cancels.append(key[1])
     return asked
-
-
-def details_digest(details: Mapping[str, Any]) -> str:
-    """The sandbox's digest of porting details (`/_sandbox/entities` ports), computed independently."""
-    return hashlib.sha256(json.dumps(details, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass
