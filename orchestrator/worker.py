@@ -171,6 +171,7 @@ class Worker(AsyncLifecycle):
                 run_order_step=runner.run_order_step,
                 worker_id=self.worker_id,
                 concurrency=self._step_concurrency,
+                after_step=self.relay.wake,
             )
         )
         handlers = {
@@ -184,6 +185,9 @@ class Worker(AsyncLifecycle):
 
         async def handle(record: ConsumedRecord) -> None:
             await handlers[record.topic](record)
+            # Its commit may have scheduled steps and status events: data commits do not NOTIFY.
+            self.scheduler.wake()
+            self.relay.wake()
 
         dead_letters = await stack.enter_async_context(
             DeadLetterPublisher(bootstrap_servers=kafka.bootstrap_servers, client_id=f"{kafka.client_id}-dlq")

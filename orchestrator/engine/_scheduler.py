@@ -45,6 +45,7 @@ class Scheduler(AsyncLifecycle):
         dead_after_s: float = 5.0,
         idle_poll_s: float = 1.0,
         min_claim_interval_s: float = 0.01,
+        after_step: Callable[[], None] | None = None,
     ) -> None:
         self._claims = Claims(pool, worker_id=worker_id)
         self._database_url = database_url
@@ -59,6 +60,9 @@ class Scheduler(AsyncLifecycle):
         # Under load every finished step and every NOTIFY wakes the loop: claiming at most this
         # often lets one claim take many timers (one commit) instead of one each.
         self._min_claim_interval_s = min_claim_interval_s
+        # Told when a step has finished (its commits are durable): the worker wakes its outbox
+        # relay with it, since no NOTIFY does that any more.
+        self._after_step = after_step
         self._finished: list[int] = []  # timers whose steps are done, deleted with the next claim
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,6 +148,11 @@ class Scheduler(AsyncLifecycle):
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
 
+    def wake(self) -> None:
+        """Claim now: an in-process writer has just committed a due timer (data commits do not
+        NOTIFY; only other processes' rare writes, such as an operator's, do)."""
+        self._wake.set()
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         last_claim = 0.0
@@ -195,6 +204,8 @@ class Scheduler(AsyncLifecycle):
         finally:
             self._slots.release()
             self._wake.set()
+            if self._after_step is not None:
+                self._after_step()
 
     async def _run_once_at_a_time(self, timer: asyncpg.Record) -> None:
         """Run the timer's step; if that step is already running here, have it run once more after."""
