@@ -137,7 +137,7 @@ class CrmIntake:
                 )
             )
         await self._journal.received(conn, rows, cause=cause, now=now)
-        await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=data.order_id, due_at=now)
+        await schedule(conn, kind=TimerKind.ORDER_STEP, order_id=data.order_id, due_at=now, fresh=True)
         await self._journal.refresh_order(conn, data.order_id, now=now)
         log.info("order accepted", order_id=data.order_id, line_items=len(data.line_items))
 

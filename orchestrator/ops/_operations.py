@@ -17,6 +17,7 @@ import asyncpg
 from orchestrator import faults
 from orchestrator.connect import ConnectClient, Requests
 from orchestrator.engine import Clock, ConnectReader, Journal, ProviderReader, SystemClock
+from orchestrator.logs import get_logger
 from orchestrator.ops import _audit
 from orchestrator.ops._actions import cancel_workflow
 from orchestrator.ops._actions import retry_now as _retry_now
@@ -33,7 +34,9 @@ from orchestrator.ops._replay import (
 from orchestrator.ops._story import list_workflows, show, state_counts
 from orchestrator.ops._tracing import span
 from orchestrator.settings import Settings
-from orchestrator.store import open_pool
+from orchestrator.store import open_pool, timers
+
+log = get_logger(__name__)
 
 REASON_MIN = 3
 REASON_MAX = 500
@@ -170,6 +173,7 @@ class Operations:
                 "results": [asdict(r) for r in results],
             }
             await _audit.finish(self.pool, audit_id, outcome=outcome, now=self._clock.now())
+            await _wake_workers(self.pool)
         return {"audit_id": audit_id, "plan": plan.to_dict(), "outcome": outcome}
 
     async def cancel(self, workflow_id: uuid.UUID, *, reason: str | None, actor: str) -> dict[str, Any]:
@@ -224,7 +228,18 @@ class Operations:
                 await _audit.finish(conn, audit_id, outcome=result, now=self._clock.now())
                 faults.reach("operator.before_commit", action)
             faults.reach("operator.after_commit", action)
+            await _wake_workers(self.pool)
         return {"audit_id": audit_id, **result}
+
+
+async def _wake_workers(pool: asyncpg.Pool) -> None:
+    """The steps an action scheduled run now rather than at the workers' next idle poll. Best
+    effort: the action has committed, and the poll finds its steps anyway."""
+    try:
+        async with pool.acquire() as conn:
+            await timers.wake_workers(conn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("could not wake the workers; they find the steps at their next poll", error=repr(exc))
 
 
 @contextlib.asynccontextmanager

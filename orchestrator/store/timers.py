@@ -17,7 +17,7 @@ import asyncpg
 
 from orchestrator.store._sql import Params, upsert_timer
 
-TIMERS_CHANNEL = "timers"  # NOTIFYed by a trigger on every insert or earlier due_at (migration 0003)
+TIMERS_CHANNEL = "timers"  # NOTIFYed by other processes after they commit a step (`wake_workers`)
 
 
 class TimerKind(enum.StrEnum):
@@ -32,11 +32,15 @@ async def schedule(
     due_at: datetime,
     workflow_id: uuid.UUID | None = None,
     order_id: str | None = None,
+    fresh: bool = False,
 ) -> None:
-    """Make sure the step of this workflow (or, without one, this order) runs by `due_at`."""
+    """Make sure the step of this workflow (or, without one, this order) runs by `due_at`;
+    `fresh` for the first step of new work (claimed after steps of work already started)."""
     p = Params()
     target = (p(workflow_id), "NULL") if workflow_id else ("NULL", p(order_id))
-    sql = upsert_timer(workflow_id=target[0], order_id=target[1], kind=p(str(kind)), due_at=p(due_at))
+    sql = upsert_timer(
+        workflow_id=target[0], order_id=target[1], kind=p(str(kind)), due_at=p(due_at), fresh=fresh
+    )
     await conn.execute(sql, *p.values)
 
 
@@ -47,6 +51,12 @@ async def schedule_steps(
     concurrent transactions touch timers in one order and cannot deadlock)."""
     for workflow_id in workflow_ids:
         await schedule(conn, kind=TimerKind.STEP, workflow_id=workflow_id, due_at=due_at)
+
+
+async def wake_workers(conn: asyncpg.Connection) -> None:
+    """Tell every worker's scheduler to claim now, after (never inside) a commit that scheduled
+    steps from outside a worker (an operator's action): data commits do not NOTIFY."""
+    await conn.execute(f"SELECT pg_notify('{TIMERS_CHANNEL}', '')")
 
 
 async def db_now(conn: asyncpg.Connection) -> datetime:
@@ -96,9 +106,9 @@ stale AS (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
-fresh AS (
+started AS (
     SELECT id FROM timers
-    WHERE fired_at IS NULL AND due_at <= now()
+    WHERE fired_at IS NULL AND NOT fresh AND due_at <= now()
       -- One worker per step: while another worker (live, or dead until its claim is taken over)
       -- holds a claim on this target, its pending twin waits, or both would send the same call
       -- at once. Our own claims do not block: the scheduler runs a twin after the step in hand.
@@ -109,7 +119,19 @@ fresh AS (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
-due AS (SELECT id FROM stale UNION ALL SELECT id FROM fresh),
+-- New work (first steps, `fresh`) only in the room started work leaves: a backlog of new orders
+-- then finishes orders from its first minute instead of starting every one of them first.
+fresh AS (
+    SELECT id FROM timers
+    WHERE fired_at IS NULL AND fresh AND due_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM timers c
+                      WHERE c.target = timers.target AND c.kind = timers.kind
+                        AND c.fired_at IS NOT NULL AND c.claimed_by IS DISTINCT FROM $1)
+    ORDER BY due_at
+    LIMIT greatest($2 - (SELECT count(*) FROM started), 0)
+    FOR UPDATE SKIP LOCKED
+),
+due AS (SELECT id FROM stale UNION ALL SELECT id FROM started UNION ALL SELECT id FROM fresh),
 claimed AS (
     UPDATE timers t SET fired_at = now(), claimed_by = $1
     FROM due WHERE t.id = due.id

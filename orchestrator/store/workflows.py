@@ -217,6 +217,7 @@ async def insert_received(conn: asyncpg.Connection, rows: Sequence[tuple[Workflo
             order_id="NULL",
             kind=p(str(TimerKind.STEP)),
             due_at=p(change.occurred_at),
+            fresh=True,
         )
         # The same text for every row (the placeholders follow one order), so one prepared statement.
         sql = f"""WITH workflow AS (

@@ -148,3 +148,41 @@ async def test_a_twin_claimed_while_its_step_runs_here_runs_after(migrated_datab
         release.set()
         await scheduler.stop(grace_s=2)
         await pool.close()
+
+
+async def test_started_work_is_claimed_before_new_work_however_old(migrated_database: str) -> None:
+    """A backlog finishes orders from its first minute: the first steps of new orders (`fresh`,
+    set at intake) are claimed only in the room the steps of started orders leave, even when
+    they have waited longer. A started step's upsert makes a fresh timer a started one."""
+    pool = await asyncpg.create_pool(migrated_database, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        worker = Claims(pool, worker_id="worker-a")
+        await worker.register()
+        async with pool.acquire() as conn:
+            now = await conn.fetchval("SELECT now()")
+            for n in range(4):
+                await conn.execute(
+                    "INSERT INTO orders (order_id, customer, state) VALUES ($1, '{}', 'in_progress')",
+                    f"o-{n}",
+                )
+            # o-0 and o-1 are new and have waited a minute; o-2 was started and is due now
+            for n in (0, 1):
+                await schedule(
+                    conn, kind=TimerKind.ORDER_STEP, order_id=f"o-{n}", due_at=now - timedelta(minutes=1),
+                    fresh=True,
+                )  # fmt: skip
+            await schedule(conn, kind=TimerKind.ORDER_STEP, order_id="o-2", due_at=now)
+            # o-3 was new, then its order moved on (a started step asked for it): no longer fresh
+            await schedule(conn, kind=TimerKind.ORDER_STEP, order_id="o-3", due_at=now, fresh=True)
+            await schedule(conn, kind=TimerKind.ORDER_STEP, order_id="o-3", due_at=now)
+        first = [
+            r["order_id"] for r in await worker.claim(batch=2, dead_after=DEAD_AFTER, finished=[]) if r["id"]
+        ]
+        assert sorted(first) == ["o-2", "o-3"], f"new work was claimed before started work: {first}"
+        second = [
+            r["order_id"] for r in await worker.claim(batch=2, dead_after=DEAD_AFTER, finished=[]) if r["id"]
+        ]
+        assert second == ["o-0", "o-1"], f"new work, oldest first, once started work is claimed: {second}"
+    finally:
+        await pool.close()
