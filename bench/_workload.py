@@ -161,6 +161,7 @@ class ItemTimes:
     received: float | None = None
     received_at_worker: float | None = None  # the `received` event's `time`: its intake commit
     done: float | None = None
+    failed: float | None = None
     last_event: float | None = None
     states: list[str] = field(default_factory=list)
     changes: list[float] = field(default_factory=list)  # when each of its changes happened
@@ -180,6 +181,7 @@ class Tracker:
         )
         self.items: dict[tuple[str, str], ItemTimes] = {}
         self.done_times: list[float] = []
+        self.terminal_times: list[float] = []  # done or failed: the item's last status event
         self.events = 0
         self.changes: list[float] = []  # when each line item change happened (the event's `time`)
         self.failed: list[tuple[str, str, Any]] = []
@@ -230,15 +232,29 @@ class Tracker:
         if state == "received" and item.received is None:
             item.received = now
             item.received_at_worker = occurred
-        if item.done is None and state == DONE_STATE[item.path]:
+        if item.done is None and item.failed is None and state == DONE_STATE[item.path]:
             item.done = now
             self.done_times.append(now)
-        if state == "failed":
+            self.terminal_times.append(now)
+        if state == "failed" and item.failed is None:
+            item.failed = now
             self.failed.append((data["orderId"], data["lineItemId"], data.get("error")))
+            if item.done is None:
+                self.terminal_times.append(now)
 
     @property
     def done(self) -> int:
         return len(self.done_times)
+
+    @property
+    def terminal(self) -> int:
+        """Line items that reached their last state: done, or failed."""
+        return len(self.terminal_times)
+
+    @property
+    def first_sent(self) -> float | None:
+        sent = [i.sent for i in self.items.values() if i.sent]
+        return min(sent) if sent else None
 
     async def wait_for(self, predicate: Any, *, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -345,9 +361,15 @@ def latency_stats(tracker: Tracker, *, since: float = 0.0) -> dict[str, float]:
     return out
 
 
+def first_minute(curve: Sequence[float], *, window_s: float = 60.0) -> int:
+    """Completions within the first `window_s` of a sorted completion curve (seconds from the start)."""
+    return sum(1 for t in curve if t <= window_s)
+
+
 def sustained_rate(done_times: Sequence[float], *, low: float = 0.2, high: float = 0.9) -> float:
     """Line items done per second between the `low` and `high` fractions of completions: past the
-    warm-up (first completions) and before the tail (last stragglers)."""
+    warm-up (first completions) and before the tail (last stragglers). Not the headline: a burst
+    whose completions bunch at the end scores high here and low to its last completion."""
     times = sorted(done_times)
     if len(times) < 10:
         return float("nan")

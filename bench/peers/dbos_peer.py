@@ -12,6 +12,12 @@ offset is committed only after the start returned, i.e. after DBOS made the work
 Provider calls carry an idempotency key derived from the workflow id and the step. Status events
 have the same shape as ours on a topic of the peer's own, so the bench measures both the same way.
 
+For a comparison at equal work the bench runs it with the provider's webhooks off for both sides
+(the peer has no ingress; both poll, with the same backoff), the same number of provider
+connections as our worker's Connect concurrency (`--max-connections`), and optionally one more
+read of the provider order per line item (`--order-read-per-item`, as an engine that reads the
+order once per item does).
+
 Tuning from shared/reference/verified-libraries.md: `pool_pre_ping` off, a pinned
 `application_version`. Run: `python -m bench.peers.dbos_peer --help`.
 """
@@ -37,6 +43,7 @@ class _Edges:
     http: httpx.AsyncClient
     producer: AIOKafkaProducer
     status_topic: str
+    order_read_per_item: bool = False
 
 
 edges = _Edges()
@@ -108,6 +115,8 @@ async def provision_order(event: dict[str, Any]) -> int:
     subs = {s["createdByLineItem"]: s["subscriptionId"] for s in order["createdEntities"]["subscriptions"]}
     activated = []
     for line_item_id in ids:
+        if edges.order_read_per_item:  # as an engine that reads the order once per item does
+            order = await provider_call("GET", f"/orders/{provider_order}", None, None)
         sub = await provider_call("GET", f"/subscriptions/{subs[line_item_id]}", None, None)
         if sub.get("status") == "ACTIVATED":
             activated.append(line_item_id)
@@ -166,6 +175,14 @@ async def main() -> None:
     parser.add_argument("--sandbox-url", required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--max-in-flight", type=int, default=64, help="orders in flight at once")
+    parser.add_argument(
+        "--max-connections", type=int, default=16, help="provider connections (ours: its Connect concurrency)"
+    )
+    parser.add_argument(
+        "--order-read-per-item",
+        action="store_true",
+        help="read the provider order again for each line item before its subscription",
+    )
     args = parser.parse_args()
 
     stop = asyncio.Event()
@@ -175,11 +192,12 @@ async def main() -> None:
     edges.http = httpx.AsyncClient(
         base_url=args.sandbox_url,
         headers={"X-API-Key": args.api_key},
-        limits=httpx.Limits(max_connections=64),
+        limits=httpx.Limits(max_connections=args.max_connections),
         timeout=15,
     )
     edges.producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, enable_idempotence=True, linger_ms=5)
     edges.status_topic = args.status_topic
+    edges.order_read_per_item = args.order_read_per_item
     await edges.producer.start()
     DBOS(
         config={
