@@ -82,11 +82,14 @@ def run(
 
     Several workers may run side by side (one consumer group; timers are claimed with SKIP LOCKED).
     """
+    import uvloop  # noqa: PLC0415 - only the worker process needs it
+
     from orchestrator.worker_main import run_worker  # noqa: PLC0415
 
     settings = _settings()
     try:
-        asyncio.run(run_worker(settings, migrate_first=migrate_first, worker_id=worker_id))
+        # libuv's loop: each wake-up on a socket (Postgres, Kafka, the provider) costs less CPU
+        uvloop.run(run_worker(settings, migrate_first=migrate_first, worker_id=worker_id))
     except OrchestratorError as exc:
         raise _fail(exc) from exc
 
@@ -103,6 +106,11 @@ def dev(
     """Run the local stack (Kafka, Postgres) in the foreground until Ctrl-C or SIGTERM.
 
     Set DATABASE_URL to use your own PostgreSQL instead of the embedded one.
+
+    The worker's provider limits follow its own sandbox, which has none: unless set, they are lifted.
+
+    (ORCHESTRATOR_CONNECT__RATE_LIMIT_PER_S, ORCHESTRATOR_CONNECT__RATE_LIMIT_BURST and
+    ORCHESTRATOR_CONNECT__MAX_CONCURRENCY.)
     """
     from orchestrator.devstack import run_dev_stack  # noqa: PLC0415
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from orchestrator import fastjson
 from orchestrator.connect._errors import Outcome, ProviderBadResponse, ProviderError
 
 __all__ = ["ProviderResponse"]
@@ -36,7 +36,7 @@ class ProviderResponse:
         if not self.content:
             return None
         try:
-            return json.loads(self.content)
+            return fastjson.loads(self.content)
         except ValueError as exc:
             raise ProviderBadResponse(
                 f"{self.method} {self.path} -> {self.status}: body is not JSON",

@@ -20,8 +20,8 @@ from orchestrator.sandbox._runtime import Runtime
 
 LOCALHOST = http_server.DEFAULT_HOST
 # The sandbox serves a benchmark's whole load: one log line per request would cost more CPU than
-# the request itself.
-_SERVER_OPTIONS: dict[str, Any] = {"access_log": False, "http": "h11", "timeout_keep_alive": 30}
+# the request itself; uvicorn's defaults ("auto") take httptools and uvloop, both dependencies.
+_SERVER_OPTIONS: dict[str, Any] = {"access_log": False, "timeout_keep_alive": 30}
 
 
 @dataclass(frozen=True, slots=True)

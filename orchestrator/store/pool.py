@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 
 import asyncpg
 
+from orchestrator import fastjson
 from orchestrator.errors import StoreError
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
-            type_name,
-            encoder=lambda v: json.dumps(v, separators=(",", ":")),
-            decoder=json.loads,
-            schema="pg_catalog",
+            type_name, encoder=fastjson.dumps, decoder=fastjson.loads, schema="pg_catalog"
         )
 
 
