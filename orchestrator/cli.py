@@ -107,10 +107,10 @@ def dev(
 
     Set DATABASE_URL to use your own PostgreSQL instead of the embedded one.
 
-    The worker's provider limits follow its own sandbox, which has none: unless set, they are lifted.
+    The worker's client-side provider limits follow its own sandbox, which has none; lifted unless set:
 
-    (ORCHESTRATOR_CONNECT__RATE_LIMIT_PER_S, ORCHESTRATOR_CONNECT__RATE_LIMIT_BURST and
-    ORCHESTRATOR_CONNECT__MAX_CONCURRENCY.)
+    ORCHESTRATOR_CONNECT__RATE_LIMIT_PER_S, ORCHESTRATOR_CONNECT__RATE_LIMIT_BURST and
+    ORCHESTRATOR_CONNECT__MAX_CONCURRENCY.
     """
     from orchestrator.devstack import run_dev_stack  # noqa: PLC0415
 

@@ -3,6 +3,11 @@
 Kafka and PostgreSQL as real processes, the Connect sandbox and the worker (with its webhook
 ingress) in this process, wired to each other exactly as in production: the sandbox delivers its
 webhooks to the worker's ingress, the worker calls the sandbox with an API key.
+
+One difference: the worker's client-side provider limits (`ORCHESTRATOR_CONNECT__RATE_LIMIT_PER_S`,
+`…__RATE_LIMIT_BURST`, `…__MAX_CONCURRENCY`) default to a production contract (50 calls/s), and
+this stack's own sandbox has no limit, so a developer pushing load through it would measure the
+default instead of the code. Each limit the environment does not set is lifted (`DEV_LIMITS`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pydantic import SecretStr
 from orchestrator.localstack import LocalStack, StackInfo, free_port, local_stack
 from orchestrator.logs import configure_logging
 from orchestrator.sandbox import RunningSandbox, SandboxConfig, run_sandbox
-from orchestrator.settings import DatabaseSettings, KafkaSettings, Settings, WebhookSettings
+from orchestrator.settings import ConnectSettings, DatabaseSettings, KafkaSettings, Settings, WebhookSettings
 from orchestrator.store import migrate
 from orchestrator.webhooks import WEBHOOK_PATH
 from orchestrator.worker import Worker
@@ -39,6 +44,21 @@ def topics(kafka: KafkaSettings) -> list[str]:
         kafka.connect_events_topic,
         kafka.connect_events_dlq_topic,
     ]
+
+
+DEV_LIMITS: dict[str, float | int] = {
+    "rate_limit_per_s": 100_000.0,
+    "rate_limit_burst": 10_000,
+    "max_concurrency": 1024,  # the most steps a worker may run at once
+}
+"""The client-side provider limits of a worker calling this stack's own sandbox (which has none)."""
+
+
+def dev_connect_settings(base: ConnectSettings, *, base_url: str, api_key: str) -> ConnectSettings:
+    """`base` pointed at the dev sandbox, with every limit in `DEV_LIMITS` lifted unless it was
+    set explicitly (through the environment: it is then in `base.model_fields_set`)."""
+    lifted = {name: value for name, value in DEV_LIMITS.items() if name not in base.model_fields_set}
+    return base.model_copy(update={"base_url": base_url, "api_key": SecretStr(api_key), **lifted})
 
 
 @dataclass
@@ -88,8 +108,8 @@ async def dev_stack(
                         update={"bootstrap_servers": stack.kafka.bootstrap_servers}
                     ),
                     "database": DatabaseSettings(url=SecretStr(stack.database_url)),
-                    "connect": base.connect.model_copy(
-                        update={"base_url": sandbox.base_url, "api_key": SecretStr(sandbox_config.api_key)}
+                    "connect": dev_connect_settings(
+                        base.connect, base_url=sandbox.base_url, api_key=sandbox_config.api_key
                     ),
                     "webhook": WebhookSettings(port=webhook_port, api_key=SecretStr(webhook_key)),
                 }
