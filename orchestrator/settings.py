@@ -138,6 +138,14 @@ class EngineSettings(_Group):
     )
 
 
+class OutboxSettings(_Group):
+    poll_interval_s: PositiveSeconds = Field(
+        0.25,
+        description="how often an idle outbox relay looks for status events it was not woken for "
+        "(written by another worker or an operator command); a worker wakes its own relay at once",
+    )
+
+
 class JeopardySettings(_Group):
     port_stuck_after_s: PositiveSeconds = Field(
         172800.0,
@@ -172,6 +180,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = WebhookSettings()
     admin: HttpServerSettings = HttpServerSettings(port=8083)
     engine: EngineSettings = EngineSettings()
+    outbox: OutboxSettings = OutboxSettings()
     jeopardy: JeopardySettings = JeopardySettings()
     log_level: str = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"

@@ -12,7 +12,7 @@ Start-up order is the reverse of the documented shutdown order, which is:
    records and commits their offsets);
 2. stop the scheduler (in-flight steps finish within the grace period; unfinished claims are
    released so another worker takes them at once);
-3. stop the outbox relay (whatever it has not published, the next leader publishes);
+3. stop the outbox relay (whatever it has not published, any other worker's relay publishes);
 4. close the provider client and the database pool.
 """
 
@@ -161,7 +161,11 @@ class Worker(AsyncLifecycle):
             lease_margin_s=settings.engine.lease_safety_margin_s,
         )
         self.relay = await stack.enter_async_context(
-            OutboxRelay(database_url=database_url, bootstrap_servers=kafka.bootstrap_servers)
+            OutboxRelay(
+                database_url=database_url,
+                bootstrap_servers=kafka.bootstrap_servers,
+                poll_interval_s=settings.outbox.poll_interval_s,
+            )
         )
         self.scheduler = await stack.enter_async_context(
             Scheduler(

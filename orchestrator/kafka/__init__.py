@@ -5,7 +5,7 @@ lettering, and relaying the transactional outbox. Other packages import only fro
 - `DeadLetter` — raised by a handler to send its record to the DLQ with a reason.
 - `DeadLetterPublisher` — the original record plus `dlq_*` headers, acked by the broker.
 - `IdempotentProducer` — a lazily (re)started idempotent producer with bounded waits for acks.
-- `OutboxRelay` — one leader (advisory lock) publishes `outbox` rows in id order, woken by NOTIFY.
+- `OutboxRelay` — every worker's publishes `outbox` rows (row locks, SKIP LOCKED), in order per key.
 """
 
 from orchestrator.kafka._consumer import ConsumerCounters, EventConsumer, Handler, RetryPolicy

@@ -1,29 +1,54 @@
-"""The outbox relay: rows of the `outbox` table to Kafka, in id order, at least once.
+"""The outbox relay: rows of the `outbox` table to Kafka, in order per key, at least once.
 
-Leadership. Per-key order needs a single publisher, so a relay publishes only while it holds a
-session-level advisory lock (`OUTBOX_LOCK_KEY`) on its own dedicated connection. Standby
-relays (other processes) retry every `lock_retry_interval_s`. The lock dies with its connection,
-so a leader that crashes, hangs up or loses Postgres hands over to a standby without any lease
-bookkeeping.
+Every worker runs one, and every one publishes: no leader, so N workers on N machines add
+publishing capacity and a dead worker costs no hand-over.
 
-Waking. The leader LISTENs on channel `outbox`; migration 0002 adds a statement-level trigger
-that NOTIFYs on every insert, so writers need not remember to. A fallback poll every
-`poll_interval_s` covers a lost notification (e.g. while reconnecting).
+A round, in one transaction on the relay's own connection (`store.outbox.claim_outbox_batch`):
 
-Publishing. A round reads up to `batch_size` unpublished rows in id order, sends them all with an
-idempotent producer (acks=all, in order per partition), waits for the acks, then sets
-`published_at` on the longest acknowledged prefix. A row Kafka refuses stops the round at that
-row: later rows are retried after it, never before, so a row Kafka refuses forever blocks the
-relay (loudly: error logs and the lag gauge) instead of breaking per-key order.
+1. lock up to `batch_size` unpublished rows in id order, skipping rows another relay has locked
+   (`FOR UPDATE SKIP LOCKED`), and keep those with no earlier unpublished row of their key outside
+   this batch;
+2. send them in id order with an idempotent producer (acks=all, in order per partition) and wait
+   for the acks;
+3. mark the acknowledged rows published (for each key, the acknowledged prefix of its rows) and
+   commit, which releases the locks.
 
-At least once. A crash between the broker's ack and the UPDATE publishes those rows again on the
-next round (also rows acked after a refused one). Consumers deduplicate on the CloudEvents `id`.
+Per-key order. The Kafka key is the row's key (the CRM order); writers add a key's rows under that
+order's row lock, so per key, ids follow commit order and no earlier row of a key commits after a
+later one is visible. A relay sends a row only if every earlier unpublished row of its key, as its
+statement sees them, is in its own batch and sent before it. An earlier row that another relay
+holds is still unpublished (it is marked only in that relay's commit, after its acks), so the row
+waits for a later round; one that another relay has just published and committed either shows as
+published (its acks came first) or, to the statement's snapshot, as unpublished (the row waits once
+more). So a key's rows reach Kafka in id order, whichever relays send them. Rows locked and made to
+wait stay locked until the round commits: they are only delayed.
+
+At least once. A relay that dies (SIGKILL, OOM, a fault point) loses its session; Postgres rolls
+its round back at once and its rows are claimed by the next round of any relay, including rows it
+sent but never marked: those go out again. A relay that pauses mid-round (SIGSTOP, a frozen host)
+or whose host vanishes keeps its locks until the server ends its session: the session sets
+`idle_in_transaction_session_timeout` to `ack_timeout_s` + 5 s, longer than any live round waits.
+A paused relay that resumes may still deliver records it had in flight, after another relay has
+re-sent them and later rows of their key: duplicates that consumers drop by the CloudEvents `id`.
+
+Refusals. A row whose headers cannot be decoded stops its key (logged once per row per relay; the
+lag gauge shows it) while other keys go on. A Kafka error (a send refused, an ack missing after
+`ack_timeout_s`) ends the round: what was acknowledged is marked, the rest is tried again after a
+backoff with a fresh producer.
+
+Waking. No NOTIFY in data commits (migration 0005 dropped the trigger: NOTIFY holds a cluster-wide
+lock from pre-commit to flush, serialising commits). In-process writers call `wake()` after they
+commit (the worker does after every handled record and finished step); rows written elsewhere (an
+operator command, another worker) are found by the poll every `poll_interval_s`. Under load rounds
+start at most every `min_round_interval_s`, so one round takes many rows.
+
+Lag. `lag` is read at most every `lag_interval_s` (it counts every unpublished row, too much work
+for every round), and once more when the relay goes idle after rounds the last read did not see.
+
+Failure handling. Postgres errors drop the connection and reconnect with capped backoff; Kafka
+errors retry the round with backoff. Neither ends the relay: only `stop()` does.
 
 The rows, their header format and every statement run here live in `orchestrator.store.outbox`.
-
-Failure handling. Postgres errors drop the connection (and with it the lock) and reconnect with
-capped backoff; Kafka errors keep the lock and retry the round with backoff. Neither ends the
-relay: only `stop()` does.
 """
 
 from __future__ import annotations
@@ -33,6 +58,7 @@ import contextlib
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 
 from orchestrator import faults
 from orchestrator.kafka._errors import KafkaEdgeError, LifecycleError, kafka_errors
@@ -42,27 +68,26 @@ from orchestrator.lifecycle import AsyncLifecycle
 from orchestrator.logs import get_logger
 from orchestrator.store import (
     NO_LAG,
-    OUTBOX_LOCK_KEY,
     OutboxFormatError,
-    OutboxLag,
+    OutboxRow,
+    claim_outbox_batch,
     connect,
     decode_outbox_headers,
-    listen_outbox,
+    limit_lock_holding,
     mark_outbox_published,
     outbox_lag,
-    read_outbox_batch,
-    try_lock_outbox,
-    unlisten_outbox,
-    unlock_outbox,
 )
 
 log = get_logger(__name__)
 
 _PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+HOLD_MARGIN_S = 5.0
+"""A session idle inside a transaction this long past `ack_timeout_s` is ended by the server."""
+_REFUSED_LOGGED_MAX = 10_000
 
 
 class OutboxRelay(AsyncLifecycle):
-    """Publishes the outbox while it holds the leader lock. `async with OutboxRelay(...):`."""
+    """Publishes the outbox alongside any number of other relays. `async with OutboxRelay(...):`."""
 
     def __init__(
         self,
@@ -71,13 +96,13 @@ class OutboxRelay(AsyncLifecycle):
         bootstrap_servers: str,
         client_id: str = "provisioning-orchestrator-outbox",
         batch_size: int = 500,
-        poll_interval_s: float = 1.0,
-        lock_retry_interval_s: float = 2.0,
+        poll_interval_s: float = 0.25,
         send_timeout_s: float = 30.0,
+        ack_timeout_s: float = 10.0,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 10.0,
-        lock_key: int = OUTBOX_LOCK_KEY,
         min_round_interval_s: float = 0.005,
+        lag_interval_s: float = 1.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -90,19 +115,19 @@ class OutboxRelay(AsyncLifecycle):
         )
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
-        self._lock_retry_interval_s = lock_retry_interval_s
-        self._send_timeout_s = send_timeout_s
+        self._send_timeout_s = send_timeout_s  # statements, producer start, stop
+        self._ack_timeout_s = ack_timeout_s  # sends and acks of one round (row locks held meanwhile)
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
-        self._lock_key = lock_key
-        # Every committed insert NOTIFYs; under load, starting rounds at most this often lets one
-        # round take many rows (two commits) instead of a few each.
         self._min_round_interval_s = min_round_interval_s
+        self._lag_interval_s = lag_interval_s
+        self._lag_at: float | None = None
+        self._rounds_since_lag = False  # rounds ran since the gauge was last read
+        self._refused_logged: set[int] = set()
         self._state = State.NEW
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._is_leader = False
         self.published = 0
         self.rounds = 0
         self.lag = NO_LAG
@@ -110,11 +135,6 @@ class OutboxRelay(AsyncLifecycle):
     @property
     def state(self) -> State:
         return self._state
-
-    @property
-    def is_leader(self) -> bool:
-        """True while this relay holds the lock and listens for notifications."""
-        return self._is_leader
 
     async def start(self) -> None:
         """Start the background loop; it connects (and retries) by itself, so this never fails on
@@ -125,7 +145,7 @@ class OutboxRelay(AsyncLifecycle):
         self._state = State.RUNNING
 
     async def stop(self) -> None:
-        """Finish the current round (its acks and UPDATE), release the lock, close. Idempotent."""
+        """Finish the current round (its acks and commit), then close. Idempotent."""
         if self._state in (State.NEW, State.STOPPED, State.STOPPING):
             self._state = State.STOPPED if self._state is State.NEW else self._state
             return
@@ -141,7 +161,7 @@ class OutboxRelay(AsyncLifecycle):
         self._state = State.STOPPED
 
     def wake(self) -> None:
-        """Ask for a round now (in-process writers may call this; NOTIFY does it for everyone)."""
+        """Ask for a round now: in-process writers call this after committing outbox rows."""
         self._wake.set()
 
     # -- the loop --------------------------------------------------------------------------------
@@ -182,42 +202,29 @@ class OutboxRelay(AsyncLifecycle):
                 log.warning("outbox_db_connection_lost", error=repr(exc), retry_in_s=delay)
                 await self._sleep(delay)
             finally:
-                self._is_leader = False
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 5)
                 if not conn.is_closed():
                     conn.terminate()
 
     async def _with_connection(self, conn: asyncpg.Connection) -> None:
-        # Standby: try the lock, refreshing the lag gauge, until we lead or stop.
-        while not self._stopping.is_set():
-            if await try_lock_outbox(conn, self._lock_key, timeout_s=self._send_timeout_s):
-                break
-            self.lag = await outbox_lag(conn, timeout_s=self._send_timeout_s)
-            await self._sleep(self._lock_retry_interval_s)
-        else:
-            return
+        await limit_lock_holding(conn, self._ack_timeout_s + HOLD_MARGIN_S, timeout_s=self._send_timeout_s)
 
-        def on_notify(*_: object) -> None:
+        def on_lost(*_: object) -> None:
             self._wake.set()
 
         # A session Postgres drops while we idle would otherwise go unnoticed until the next poll:
         # wake up, let the next query fail, and reconnect.
-        conn.add_termination_listener(on_notify)
-        await listen_outbox(conn, on_notify, timeout_s=self._send_timeout_s)
-        self._is_leader = True
-        log.info("outbox_relay_leading")
+        conn.add_termination_listener(on_lost)
+        log.info("outbox_relay_publishing")
         try:
-            await self._lead(conn)
+            await self._publish(conn)
         finally:
-            self._is_leader = False
             if not conn.is_closed():
                 with contextlib.suppress(*_PG_ERRORS):
-                    conn.remove_termination_listener(on_notify)
-                    await unlisten_outbox(conn, on_notify, timeout_s=self._send_timeout_s)
-                    await unlock_outbox(conn, self._lock_key, timeout_s=self._send_timeout_s)
+                    conn.remove_termination_listener(on_lost)
 
-    async def _lead(self, conn: asyncpg.Connection) -> None:
+    async def _publish(self, conn: asyncpg.Connection) -> None:
         kafka_attempt = 0
         loop = asyncio.get_running_loop()
         last_round = 0.0
@@ -226,66 +233,121 @@ class OutboxRelay(AsyncLifecycle):
             if pause > 0:
                 await asyncio.sleep(pause)
             last_round = loop.time()
-            self._wake.clear()  # before reading: an insert committed during the round wakes the next
+            self._wake.clear()  # before reading: a commit during the round wakes the next
             try:
-                sent = await self._round(conn)
+                # Started outside the round's transaction: a broker that is down costs a backoff,
+                # not row locks held for the producer's start timeout.
+                producer = await self._producer.ensure()
+                full = await self._round(conn, producer)
                 kafka_attempt = 0
             except KafkaEdgeError as exc:
                 delay = self._backoff(kafka_attempt)
                 kafka_attempt += 1
                 log.warning("outbox_publish_failed", error=str(exc), retry_in_s=delay)
                 await self._producer.reset()
+                await self._refresh_lag(conn)
                 await self._sleep(delay)
                 continue
-            if sent == self._batch_size:
+            self._rounds_since_lag = True
+            await self._refresh_lag(conn)
+            if full:
                 continue  # more rows are waiting: no need to sleep
-            await self._sleep(self._poll_interval_s, self._wake)
+            await self._idle(conn)
 
-    async def _round(self, conn: asyncpg.Connection) -> int:
-        """Publish one batch; return how many rows it held."""
-        batch = await read_outbox_batch(conn, self._batch_size, timeout_s=self._send_timeout_s)
-        rows = batch.rows
-        self.rounds += 1
-        if not rows:
-            self.lag = NO_LAG
-            return 0
-        producer = await self._producer.ensure()
-        faults.reach("relay.before_publish", "status")
-        futures: list[asyncio.Future[Any]] = []
-        refused: Exception | None = None
+    async def _idle(self, conn: asyncpg.Connection) -> None:
+        """Sleep until woken or the poll is due; refresh a lag gauge left stale by the last rounds
+        once it may be (so it settles while idle without a query per round)."""
+        loop = asyncio.get_running_loop()
+        poll_at = loop.time() + self._poll_interval_s
+        while not (self._stopping.is_set() or self._wake.is_set()):
+            now = loop.time()
+            if now >= poll_at:
+                return
+            lag_at = self._lag_due() if self._rounds_since_lag else None
+            if lag_at is not None and now >= lag_at:
+                await self._refresh_lag(conn)
+                continue
+            await self._sleep(min(poll_at, lag_at if lag_at is not None else poll_at) - now, self._wake)
+
+    def _lag_due(self) -> float:
+        return float("-inf") if self._lag_at is None else self._lag_at + self._lag_interval_s
+
+    async def _refresh_lag(self, conn: asyncpg.Connection) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._lag_due():
+            self.lag = await outbox_lag(conn, timeout_s=self._send_timeout_s)
+            self._lag_at = now
+            self._rounds_since_lag = False
+
+    async def _round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> bool:
+        """Publish one batch; True if it was full (more rows are likely waiting)."""
+        async with conn.transaction():
+            batch = await claim_outbox_batch(conn, self._batch_size, timeout_s=self._send_timeout_s)
+            self.rounds += 1
+            if not batch.rows:
+                return False
+            faults.reach("relay.before_publish", "status")
+            acked, failure = await self._send(producer, batch.rows)
+            if acked:
+                faults.reach("relay.after_publish", "status")
+                await mark_outbox_published(conn, acked, timeout_s=self._send_timeout_s)
+        self.published += len(acked)
+        if failure is not None:
+            raise KafkaEdgeError(
+                f"outbox round published {len(acked)} of {len(batch.rows)} rows: {failure!r}"
+            ) from failure
+        return len(batch.rows) == self._batch_size
+
+    async def _send(
+        self, producer: AIOKafkaProducer, rows: list[OutboxRow]
+    ) -> tuple[list[int], BaseException | None]:
+        """Send `rows` in order and wait for their acks (within `ack_timeout_s` in all); return the
+        ids to mark published (per key, the acknowledged prefix) and the first Kafka failure."""
+        deadline = asyncio.get_running_loop().time() + self._ack_timeout_s
+        sent: list[tuple[OutboxRow, asyncio.Future[Any]]] = []
+        stops: dict[bytes, int] = {}  # per key, the first row refused, unsent or unacknowledged
+        failure: BaseException | None = None
         for row in rows:
+            if row.key in stops:
+                continue  # nothing of a key goes out after a row of it that did not: order holds
             try:
                 headers = decode_outbox_headers(row.headers)
-                with kafka_errors(f"publishing outbox row {row.id} to {row.topic}"):
-                    futures.append(await producer.send(row.topic, row.value, key=row.key, headers=headers))
-            except (KafkaEdgeError, OutboxFormatError, ValueError, TypeError) as exc:
-                refused = exc
-                log.error("outbox_row_refused", id=row.id, topic=row.topic, error=str(exc))
-                break  # nothing after a refused row goes out before it: per-key order holds
-        done, _ = await asyncio.wait(futures, timeout=self._send_timeout_s) if futures else (set(), set())
-        acked: list[int] = []
-        first_failure: BaseException | None = refused
-        for row, future in zip(rows, futures, strict=False):
-            if future in done and future.exception() is None:
-                acked.append(row.id)
+            except (OutboxFormatError, ValueError, TypeError) as exc:
+                stops[row.key] = row.id
+                self._log_refused(row, exc)
                 continue
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                with kafka_errors(f"publishing outbox row {row.id} to {row.topic}"):
+                    sending = producer.send(row.topic, row.value, key=row.key, headers=headers)
+                    future = await asyncio.wait_for(sending, max(remaining, 0.001))
+            except KafkaEdgeError as exc:
+                failure = exc
+                log.error("outbox_row_refused", id=row.id, topic=row.topic, error=str(exc))
+                break  # the producer is in trouble: nothing more this round
+            sent.append((row, future))
+        futures = [future for _, future in sent]
+        remaining = deadline - asyncio.get_running_loop().time()
+        done, _ = await asyncio.wait(futures, timeout=max(remaining, 0.001)) if futures else (set(), set())
+        for row, future in sent:
+            if future in done and future.exception() is None:
+                continue
+            stops[row.key] = min(stops.get(row.key, row.id), row.id)
             if future in done:
-                first_failure = future.exception()
+                failure = failure or future.exception()
             else:
                 future.cancel()
-                first_failure = first_failure or TimeoutError(f"no ack within {self._send_timeout_s} s")
-            break  # the longest acknowledged prefix only
+                failure = failure or TimeoutError(f"no ack within {self._ack_timeout_s} s")
         for future in futures:  # retrieve every outcome so none is reported as never retrieved
             if future.done() and not future.cancelled():
                 future.exception()
-        if acked:
-            faults.reach("relay.after_publish", "status")
-            await mark_outbox_published(conn, acked, timeout_s=self._send_timeout_s)
-            self.published += len(acked)
-        left = batch.lag.unpublished - len(acked)  # as of the batch read; later inserts count next round
-        self.lag = OutboxLag(unpublished=left, oldest_age_s=batch.lag.oldest_age_s if left else 0.0)
-        if first_failure is not None:
-            raise KafkaEdgeError(
-                f"outbox round published {len(acked)} of {len(rows)} rows: {first_failure!r}"
-            ) from first_failure
-        return len(rows)
+        acked = [row.id for row, _ in sent if row.id < stops.get(row.key, row.id + 1)]
+        return acked, failure
+
+    def _log_refused(self, row: OutboxRow, exc: Exception) -> None:
+        if row.id in self._refused_logged:
+            return
+        if len(self._refused_logged) >= _REFUSED_LOGGED_MAX:
+            self._refused_logged.clear()
+        self._refused_logged.add(row.id)
+        log.error("outbox_row_refused", id=row.id, topic=row.topic, error=str(exc))

@@ -1,10 +1,10 @@
 """The `outbox` table: its header format and every statement the relay runs against it.
 
-Writers append rows in the transaction of the change (migration 0002's trigger NOTIFYs channel
-`OUTBOX_CHANNEL` on every insert); the relay (`orchestrator.kafka.OutboxRelay`) reads them here
-and publishes them. Leadership is a session-level advisory lock on `OUTBOX_LOCK_KEY`, held on a
-dedicated connection from `orchestrator.store.connect`: it dies with its connection, so a leader
-that crashes hands over without lease bookkeeping.
+Writers append rows in the transaction of the change, without waking anyone from inside it (no
+NOTIFY in data commits: migration 0005 dropped the trigger); every worker's relay
+(`orchestrator.kafka.OutboxRelay`) claims rows here with row locks (`claim_outbox_batch`, SKIP
+LOCKED), publishes them and marks them published in the same transaction. The relay's module
+docstring says why that keeps per-key order across relays.
 
 Header encoding (`outbox.headers`, jsonb): a JSON array of pairs `[name, value]`, in order,
 duplicates allowed. `value` is the header's text, sent as its UTF-8 bytes. A value that is not
@@ -18,18 +18,14 @@ to asyncpg's per-statement timeout, which also cancels the statement on the serv
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-
-OUTBOX_CHANNEL = "outbox"
-OUTBOX_LOCK_KEY = 0x6F7574626F78  # "outbox"; only has to be the same in every process of the service
 
 
 class OutboxFormatError(ValueError):
@@ -94,87 +90,81 @@ class OutboxRow:
 
 @dataclass(frozen=True)
 class OutboxBatch:
-    """Unpublished rows in id order, and the lag as of the read (every waiting row, not only these)."""
+    """One round's rows: those this relay may publish now, in id order, and how many rows it
+    locked in all (`locked` ≥ len(rows): rows behind another relay's rows of their key wait)."""
 
     rows: list[OutboxRow]
-    lag: OutboxLag
+    locked: int
 
 
 _LAG_SQL = """
 SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age
 FROM outbox WHERE published_at IS NULL
 """
-# The lag gauge rides along (window aggregates see every unpublished row, before the LIMIT), so a
-# round costs two statements, not three.
-_BATCH_SQL = """
-SELECT id, topic, key, value, headers, count(*) OVER () AS waiting,
-       extract(epoch FROM now() - min(created_at) OVER ())::float8 AS oldest_age_s
-FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1
+# A relay's round (in its transaction): lock up to $1 unpublished rows, oldest first, that no other
+# relay holds (SKIP LOCKED), and return those that may go out now: a row waits while an earlier
+# unpublished row of its key is not among ours (another relay holds it, or it fell past our
+# LIMIT). The rows that wait stay locked until our commit, which only delays them. The blocker is
+# looked up per row (LATERAL ... LIMIT 1, on `outbox_unpublished_key_idx` of migration 0005): as an
+# anti-join the planner hashes every unpublished row, a cost that grows with a backlog.
+# MATERIALIZED: the locking read runs once.
+_CLAIM_SQL = """
+WITH locked AS MATERIALIZED (
+    SELECT id, topic, key, value, headers FROM outbox
+    WHERE published_at IS NULL
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+SELECT l.id, l.topic, l.key, l.value, l.headers, (SELECT count(*) FROM locked) AS locked
+FROM locked l
+LEFT JOIN LATERAL (
+    SELECT e.id FROM outbox e
+    WHERE e.key = l.key AND e.id < l.id AND e.published_at IS NULL
+      AND e.id NOT IN (SELECT id FROM locked)
+    LIMIT 1
+) blocker ON true
+WHERE blocker.id IS NULL
+ORDER BY l.id
 """
 _MARK_SQL = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL"
-_TRY_LOCK_SQL = "SELECT pg_try_advisory_lock($1)"
-_UNLOCK_SQL = "SELECT pg_advisory_unlock($1)"
+_HOLD_LIMIT_SQL = "SELECT set_config('idle_in_transaction_session_timeout', $1, false)"
 
 
 async def outbox_lag(conn: asyncpg.Connection, *, timeout_s: float | None = None) -> OutboxLag:
-    """Read the lag gauge with any connection (for /metrics, the console, tests)."""
+    """Read the lag gauge with any connection (for /metrics, the console, tests, the relay at most
+    once a second): it counts every unpublished row, so it is not run per round."""
     row = await conn.fetchrow(_LAG_SQL, timeout=timeout_s)
     assert row is not None
     return OutboxLag(unpublished=int(row["n"]), oldest_age_s=float(row["age"]))
 
 
-async def read_outbox_batch(
+async def limit_lock_holding(
+    conn: asyncpg.Connection, seconds: float, *, timeout_s: float | None = None
+) -> None:
+    """Have the server end this session if it sits inside a transaction for `seconds`: a relay
+    that pauses (SIGSTOP, a frozen VM) or vanishes with its host mid-round releases its row locks
+    then, and another relay publishes its rows. A dead process's session ends at once anyway."""
+    await conn.execute(_HOLD_LIMIT_SQL, f"{max(1, round(seconds * 1000))}ms", timeout=timeout_s)
+
+
+async def claim_outbox_batch(
     conn: asyncpg.Connection, limit: int, *, timeout_s: float | None = None
 ) -> OutboxBatch:
-    """Up to `limit` unpublished rows, oldest first."""
-    records = await conn.fetch(_BATCH_SQL, limit, timeout=timeout_s)
-    if not records:
-        return OutboxBatch(rows=[], lag=NO_LAG)
+    """Lock up to `limit` unpublished rows and return, in id order, those this relay may publish
+    now (see `_CLAIM_SQL`). Call it inside a transaction: the locks last until its end."""
+    records = await conn.fetch(_CLAIM_SQL, limit, timeout=timeout_s)
     rows = [
         OutboxRow(
             id=r["id"], topic=r["topic"], key=bytes(r["key"]), value=bytes(r["value"]), headers=r["headers"]
         )
         for r in records
     ]
-    first = records[0]
-    return OutboxBatch(
-        rows=rows, lag=OutboxLag(unpublished=int(first["waiting"]), oldest_age_s=float(first["oldest_age_s"]))
-    )
+    return OutboxBatch(rows=rows, locked=int(records[0]["locked"]) if records else 0)
 
 
 async def mark_outbox_published(
     conn: asyncpg.Connection, ids: Sequence[int], *, timeout_s: float | None = None
 ) -> None:
-    """Set `published_at` on these rows (a row already marked by an earlier leader keeps its time)."""
+    """Set `published_at` on these rows (a row already marked by another relay keeps its time)."""
     await conn.execute(_MARK_SQL, list(ids), timeout=timeout_s)
-
-
-async def try_lock_outbox(
-    conn: asyncpg.Connection, lock_key: int = OUTBOX_LOCK_KEY, *, timeout_s: float | None = None
-) -> bool:
-    """Take the relay's leader lock for this session, without waiting; True if taken."""
-    return bool(await conn.fetchval(_TRY_LOCK_SQL, lock_key, timeout=timeout_s))
-
-
-async def unlock_outbox(
-    conn: asyncpg.Connection, lock_key: int = OUTBOX_LOCK_KEY, *, timeout_s: float | None = None
-) -> None:
-    """Give the leader lock back while keeping the connection (closing it releases it too)."""
-    await conn.execute(_UNLOCK_SQL, lock_key, timeout=timeout_s)
-
-
-OutboxListener = Callable[..., object]
-"""Called by asyncpg as (connection, pid, channel, payload) on every NOTIFY of `OUTBOX_CHANNEL`."""
-
-
-async def listen_outbox(
-    conn: asyncpg.Connection, callback: OutboxListener, *, timeout_s: float | None = None
-) -> None:
-    """LISTEN for inserts on this session. asyncpg's `add_listener` takes no timeout, hence ours."""
-    await asyncio.wait_for(conn.add_listener(OUTBOX_CHANNEL, callback), timeout_s)
-
-
-async def unlisten_outbox(
-    conn: asyncpg.Connection, callback: OutboxListener, *, timeout_s: float | None = None
-) -> None:
-    await asyncio.wait_for(conn.remove_listener(OUTBOX_CHANNEL, callback), timeout_s)
