@@ -193,8 +193,9 @@ async def test_a_worker_paused_past_the_dead_timeout_mid_call_is_fenced(
                 f"the zombie was not dead yet: unseen for {silence['s']:.1f} s"
             )
 
-            # The successor carries the item to its end and consumes every record; only the status
-            # events wait (the stopped zombie still holds the outbox relay's leader lock).
+            # The successor carries the item to its end and consumes every record (its own relay
+            # publishes the status events: no relay leads, and a stopped one holds outbox rows only
+            # if it stopped mid-round, until the server ends its session).
             async def settled() -> bool:
                 p = await progress(r.settings)
                 return p.workflows == 1 and p.unsettled == 0 and p.unconsumed == 0
