@@ -145,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--peer-order-read-per-item",
-        action="store_true",
-        help="the DBOS peer reads the provider order once more per line item (as an engine that does)",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the DBOS peer reads the provider order once more per line item; auto (the default): if "
+        "our first run of the comparison read it about once per line item, so that both make the same calls",
     )
     parser.add_argument(
         "--profile-s", type=float, default=15.0, help="py-spy seconds on the worker (0 = none)"
@@ -215,7 +217,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, command: str)
         drain_timeout_s=args.drain_timeout_s,
         dbos_orders=args.dbos_orders,
         dbos_runs=args.dbos_runs,
-        peer_order_read_per_item=args.peer_order_read_per_item,
+        peer_order_read_per_item={"auto": None, "on": True, "off": False}[args.peer_order_read_per_item],
         profile_s=args.profile_s,
         skip=skip,
         worker_src=worker_src,

@@ -480,9 +480,14 @@ def _peer_section(results: dict[str, Any]) -> list[str]:
         f"{comparison['provider_connections']} provider connections on each side; ours and the peer "
         f"({comparison['peer']}) alternated, run by run. Ours ran `{comparison.get('commit') or '?'}`."
         + (
-            " The peer reads the provider order once more per line item (`--peer-order-read-per-item`)."
+            " The peer reads the provider order once more per line item before its subscription "
+            + (
+                "because ours did in its first run (`--peer-order-read-per-item auto`)."
+                if comparison.get("peer_order_read_per_item_chosen") == "auto"
+                else "(`--peer-order-read-per-item on`)."
+            )
             if comparison.get("peer_order_read_per_item")
-            else ""
+            else " The peer reads the provider order once per poll of the order, not per line item."
         ),
         "",
         "| run | " + " | ".join(label for _, label, _ in PEER_COLUMNS) + " | failed |",
@@ -497,11 +502,37 @@ def _peer_section(results: dict[str, Any]) -> list[str]:
         median = comparison.get("median", {}).get(side, {})
         cells = [_fmt(_num(median.get(k)), spec) for k, _, spec in PEER_COLUMNS]
         out.append(f"| **median, {side}** | " + " | ".join(cells) + " | |")
+    ours_calls = _num(_get(comparison, "median.ours.provider_calls_per_item"))
+    peer_calls = _num(_get(comparison, "median.peer.provider_calls_per_item"))
     out += [
         "",
-        f"**Ours ÷ the peer (medians of the headline): {_fmt(_num(comparison.get('ratio')), '{:.2f}')}×.**",
+        f"**Ours ÷ the peer (medians of the headline): {_fmt(_num(comparison.get('ratio')), '{:.2f}')}×.** "
+        f"Equal work: {_fmt(ours_calls, '{:.2f}')} vs {_fmt(peer_calls, '{:.2f}')} provider calls per line "
+        "item (median), "
+        + (
+            "the same."
+            if ours_calls is not None and peer_calls is not None and abs(ours_calls - peer_calls) < 0.05
+            else "**not the same**: the difference is work one side does and the other does not."
+        ),
     ]
+    by_endpoint = [
+        (side, run.get("calls_per_item_by_endpoint"))
+        for side, run in (("ours", _first(runs.get("ours"))), ("peer", _first(runs.get("peer"))))
+    ]
+    if all(calls for _, calls in by_endpoint):
+        out.append(
+            "Calls per line item by endpoint (first run of each side): "
+            + "; ".join(
+                f"{side}: " + ", ".join(f"`{k}` {v:.2f}" for k, v in calls.items())
+                for side, calls in by_endpoint
+            )
+            + "."
+        )
     return out
+
+
+def _first(runs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    return runs[0] if runs else {}
 
 
 def _limit_section(results: dict[str, Any]) -> list[str]:

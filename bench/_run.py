@@ -108,7 +108,7 @@ class Options:
     drain_timeout_s: float | None = None  # None: one second per 20 line items
     dbos_orders: int = 300
     dbos_runs: int = 3  # ours and the peer's, alternated
-    peer_order_read_per_item: bool = False
+    peer_order_read_per_item: bool | None = None  # None: as ours does (auto)
     profile_s: float = 15.0
     skip: frozenset[str] = frozenset()
     worker_src: Path | None = None  # --worker-rev: every worker, and every database's migrations, from there
@@ -608,7 +608,9 @@ class Bench:
         self.say(name, result)
         return result
 
-    async def dbos(self, name: str, *, orders: int, mix: dict[str, int]) -> dict[str, Any]:
+    async def dbos(
+        self, name: str, *, orders: int, mix: dict[str, int], order_read_per_item: bool = False
+    ) -> dict[str, Any]:
         connections = WORKER_TUNING["ORCHESTRATOR_CONNECT__MAX_CONCURRENCY"]
         log(
             f"{name}: the {PEER} peer, {orders} orders × {self.options.items} items, {mix_label(mix)}, "
@@ -642,7 +644,7 @@ class Bench:
                 "--max-connections",
                 connections,
             ]
-            if self.options.peer_order_read_per_item:
+            if order_read_per_item:
                 argv.append("--order-read-per-item")
             peer_log = self.run_dir / f"{name}.log"
             dep.peer = spawn(
@@ -677,6 +679,7 @@ class Bench:
         connections), alternated: ours, peer, ours, peer, …; the medians of each side."""
         orders, assigned = self.options.dbos_orders, {"assigned": 1}
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
+        read_per_item = self.options.peer_order_read_per_item
         for n in range(1, self.options.dbos_runs + 1):
             runs["ours"].append(
                 await self.load(
@@ -689,7 +692,12 @@ class Bench:
                     record=False,
                 )
             )
-            runs["peer"].append(await self.dbos(f"dbos_{n}", orders=orders, mix=assigned))
+            if read_per_item is None:  # auto: the peer reads the order as often as ours did
+                read_per_item = reads_order_per_item(runs["ours"][0])
+                log(f"  ours reads the provider order once per line item: {read_per_item}; the peer does too")
+            runs["peer"].append(
+                await self.dbos(f"dbos_{n}", orders=orders, mix=assigned, order_read_per_item=read_per_item)
+            )
         medians = {side: {key: median_of(rs, key) for key in MEDIAN_KEYS} for side, rs in runs.items()}
         ours, peer = medians["ours"]["overall_items_per_s"], medians["peer"]["overall_items_per_s"]
         self.results["peer_comparison"] = {
@@ -698,7 +706,10 @@ class Bench:
             "items": self.options.items,
             "webhooks": False,
             "provider_connections": int(WORKER_TUNING["ORCHESTRATOR_CONNECT__MAX_CONCURRENCY"]),
-            "peer_order_read_per_item": self.options.peer_order_read_per_item,
+            "peer_order_read_per_item": read_per_item,
+            "peer_order_read_per_item_chosen": "auto"
+            if self.options.peer_order_read_per_item is None
+            else "set",
             "commit": self.options.worker_commit,
             "runs": {side: [_slim(r) for r in rs] for side, rs in runs.items()},
             "median": medians,
@@ -849,6 +860,11 @@ MEDIAN_KEYS = (
 
 def _num(value: Any) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def reads_order_per_item(run: dict[str, Any]) -> bool:
+    """Whether a run of ours read the provider order about once per line item (not once per order)."""
+    return run.get("calls_per_item_by_endpoint", {}).get("GET /orders/{id}", 0.0) >= 0.9
 
 
 def _slim(result: dict[str, Any]) -> dict[str, Any]:
