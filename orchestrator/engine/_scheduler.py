@@ -6,8 +6,11 @@ step; a crash before that only runs an idempotent step once more). A worker rest
 same id frees its previous run's claims at start. A
 worker heartbeats into `workers`; a claim whose worker has not been seen for `dead_after_s` is
 taken over by any live worker, so a SIGKILLed process delays its steps by seconds, not minutes.
-LISTEN/NOTIFY on channel `timers` wakes the loop as soon as a step is scheduled; without a notify
-it sleeps at most `idle_poll_s`.
+Data commits do not NOTIFY (a NOTIFY serialises commits cluster-wide): the worker wakes the loop
+(`wake()`) after its own commits that schedule steps, each finished step wakes it, other
+processes (an operator's action) NOTIFY channel `timers` after their commit, and otherwise it
+sleeps at most `idle_poll_s` (another worker's timers, a dead worker's claims). Steps of started
+work are claimed before the first steps of new work (`timers.fresh`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class Scheduler(AsyncLifecycle):
         self._heartbeat_s = heartbeat_s
         self._dead_after = timedelta(seconds=dead_after_s)
         self._idle_poll_s = idle_poll_s
-        # Under load every finished step and every NOTIFY wakes the loop: claiming at most this
+        # Under load every finished step and every wake-up wakes the loop: claiming at most this
         # often lets one claim take many timers (one commit) instead of one each.
         self._min_claim_interval_s = min_claim_interval_s
         # Told when a step has finished (its commits are durable): the worker wakes its outbox
