@@ -114,8 +114,9 @@ async def provision_order(event: dict[str, Any]) -> int:
         attempt += 1
     subs = {s["createdByLineItem"]: s["subscriptionId"] for s in order["createdEntities"]["subscriptions"]}
     activated = []
-    for line_item_id in ids:
-        if edges.order_read_per_item:  # as an engine that reads the order once per item does
+    for n, line_item_id in enumerate(ids):
+        # as an engine that reads the order once per line item does: the poll's read served the first
+        if edges.order_read_per_item and n > 0:
             order = await provider_call("GET", f"/orders/{provider_order}", None, None)
         sub = await provider_call("GET", f"/subscriptions/{subs[line_item_id]}", None, None)
         if sub.get("status") == "ACTIVATED":
@@ -181,7 +182,7 @@ async def main() -> None:
     parser.add_argument(
         "--order-read-per-item",
         action="store_true",
-        help="read the provider order again for each line item before its subscription",
+        help="read the provider order again for each line item but the first (whose read is the poll's)",
     )
     args = parser.parse_args()
 
