@@ -502,6 +502,13 @@ def _peer_section(results: dict[str, Any]) -> list[str]:
         median = comparison.get("median", {}).get(side, {})
         cells = [_fmt(_num(median.get(k)), spec) for k, _, spec in PEER_COLUMNS]
         out.append(f"| **median, {side}** | " + " | ".join(cells) + " | |")
+    source = comparison.get("source")
+    if source:
+        out += [
+            "",
+            f"This comparison is from a run of its own (`{source.get('command', '?')}`, "
+            f"{source.get('started', '?')}, commit `{source.get('commit', '?')}`): {source.get('why', '')}",
+        ]
     ours_calls = _num(_get(comparison, "median.ours.provider_calls_per_item"))
     peer_calls = _num(_get(comparison, "median.peer.provider_calls_per_item"))
     out += [
